@@ -1,0 +1,515 @@
+"""Host factory: a py-libp2p host with safe defaults for a daemon.
+
+py-libp2p 0.8.1's `new_host()` is built for experimentation, and several of its
+defaults are unsafe for a node that untrusted peers can reach. `build_host()`
+assembles the same parts by hand with these differences:
+
+- Security: Noise only. The default list also offers `/plaintext/2.0.0`, where
+  a dialer that has only another peer's public key is accepted as that peer.
+- Muxers: Yamux, with mplex as fallback for older peers.
+- Listening: our own TCP listener without `SO_REUSEPORT`. The stock listener
+  sets it, so a second process binds the same port silently and the kernel
+  splits inbound connections between the two. `run_host()` raises
+  `ListenError` naming the address when a port is taken.
+- Dialing: `_MeshSwarm.dial_peer` tries the peer's addresses one after another.
+  The stock version waits a fixed 250 ms "happy eyeballs" delay after starting
+  each address, even the only one, so every loopback `connect()` took at
+  least 250 ms. It also skips the stock 60 s negative cache that blocks a
+  peer after one failed dial: reconnect backoff lives in `p2p.peers`.
+- Inbound connections: the stock handler waits for the whole swarm to stop,
+  not for its own connection, so each accepted connection kept a task and one
+  slot of the inbound cap for the life of the process. After `max_connections`
+  connections had come and gone the node accepted nobody. Ours returns when
+  the connection closes.
+- No mDNS, UPnP, bootstrap list, observed-address discovery, resource manager
+  or auto-connector. Per-peer limits and bans come from `p2p.guard`.
+
+Public API:
+    HostConfig(identity_path, listen_addrs, network, max_connections, ...)
+    build_host(config, guard) -> MeshHost
+    mesh_protocol_id(network, name, version="1.0.0") -> str
+    run_host(host, config) -> async context manager; listens, yields host
+    collapse_single_errors() -> context manager unwrapping one-error groups
+    ListenError(P2PError)
+    MeshHost: a libp2p BasicHost whose stream handlers are wrapped by the guard
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import multiaddr
+import trio
+from libp2p.abc import IListener, INetConn, IRawConnection
+from libp2p.crypto.keys import KeyPair
+from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
+from libp2p.custom_types import StreamHandlerFn, TProtocol
+from libp2p.host.basic_host import BasicHost
+from libp2p.io.trio import TrioTCPStream
+from libp2p.network.auto_connector import AutoConnector
+from libp2p.network.config import ConnectionConfig, RetryConfig
+from libp2p.network.connection.raw_connection import RawConnection
+from libp2p.network.exceptions import SwarmException
+from libp2p.network.swarm import Swarm
+from libp2p.peer.id import ID
+from libp2p.peer.peerstore import PeerStore, PeerStoreError
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.mplex.mplex import MPLEX_PROTOCOL_ID, Mplex
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
+from libp2p.stream_muxer.yamux.yamux import Yamux
+from libp2p.tools.anyio_service import background_trio_service
+from libp2p.transport.exceptions import OpenConnectionError
+from libp2p.transport.tcp.tcp import TCP
+from libp2p.transport.upgrader import TransportUpgrader
+from libp2p.utils.multiaddr_utils import (
+    extract_ip_from_multiaddr,
+    multiaddr_from_socket,
+)
+
+from p2p import P2PError
+from p2p.identity import load_or_create_identity
+
+logger = logging.getLogger(__name__)
+
+_NETWORK_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
+_MUXERS: dict[str, tuple[TProtocol, Any]] = {
+    "yamux": (TProtocol(YAMUX_PROTOCOL_ID), Yamux),
+    "mplex": (TProtocol(MPLEX_PROTOCOL_ID), Mplex),
+}
+# Same as the Linux default for somaxconn; connections beyond the backlog wait
+# in SYN state instead of being refused.
+_LISTEN_BACKLOG = 128
+
+
+def mesh_protocol_id(network: str, name: str, version: str = "1.0.0") -> str:
+    """Return the protocol id `/synaptic-mesh/<network>/<name>/<version>`."""
+    return f"/synaptic-mesh/{network}/{name}/{version}"
+
+
+class ListenError(P2PError):
+    """A listen address could not be bound (port taken, bad address)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HostConfig:
+    """Settings of one libp2p host.
+
+    Attributes:
+        identity_path: file with the Ed25519 private key, created on first use.
+        listen_addrs: TCP multiaddrs to listen on; port 0 picks a free port.
+        network: network name, part of every protocol id, topic and DHT key.
+        max_connections: cap on open connections, inbound and outbound.
+        data_dir: folder for state files such as the known-peers list;
+            defaults to the folder of `identity_path`.
+        muxers: stream muxers in order of preference.
+        upgrade_timeout: seconds a new connection may take for its Noise
+            handshake and muxer negotiation before it is dropped.
+        dial_timeout: seconds one `connect()` may take, over all addresses.
+        negotiate_timeout: seconds a new stream may take to agree on a
+            protocol id.
+    """
+
+    identity_path: Path
+    listen_addrs: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
+    network: str = "devnet"
+    # A mesh node keeps a few dozen neighbours; each connection costs a
+    # socket and a few tasks, so the cap stays well below the fd limit.
+    max_connections: int = 128
+    data_dir: Path | None = None
+    muxers: tuple[str, ...] = ("yamux", "mplex")
+    # A Noise handshake on one machine or a LAN takes milliseconds. So 5 s
+    # only cuts off stalled peers, which hold a socket until then.
+    upgrade_timeout: float = 5.0
+    dial_timeout: float = 5.0
+    negotiate_timeout: float = 5.0
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def validate(self) -> None:
+        """Check every field; raise `ValueError` naming the first bad one."""
+        if not _NETWORK_NAME.match(self.network):
+            raise ValueError(
+                f"network={self.network!r} must be 1-32 characters of "
+                "a-z, 0-9, '.', '_' or '-', starting with a letter or digit"
+            )
+        if not self.listen_addrs:
+            raise ValueError("listen_addrs must name at least one address")
+        for addr in self.listen_addrs:
+            _parse_tcp_addr(multiaddr.Multiaddr(addr))
+        if self.max_connections < 1:
+            raise ValueError(f"max_connections={self.max_connections} must be >= 1")
+        if not self.muxers or any(m not in _MUXERS for m in self.muxers):
+            raise ValueError(
+                f"muxers={self.muxers!r} must be a non-empty subset of {tuple(_MUXERS)}"
+            )
+        for name in ("upgrade_timeout", "dial_timeout", "negotiate_timeout"):
+            value = getattr(self, name)
+            if not value > 0:
+                raise ValueError(f"{name}={value} must be > 0 seconds")
+
+    @property
+    def state_dir(self) -> Path:
+        """Folder for state files: `data_dir`, or the identity's folder."""
+        if self.data_dir is not None:
+            return Path(self.data_dir)
+        return Path(self.identity_path).parent
+
+
+class GuardHooks(Protocol):
+    """The part of `p2p.guard.Guard` that the host calls."""
+
+    def wrap_stream_handler(
+        self, protocol_id: str, handler: StreamHandlerFn
+    ) -> StreamHandlerFn: ...
+
+    def is_banned(self, peer_id: str) -> bool: ...
+
+    def on_inbound_rejected(self, remote: str, reason: str) -> None: ...
+
+
+def _parse_tcp_addr(maddr: multiaddr.Multiaddr) -> tuple[str, int]:
+    """Return (ip, port) of a plain TCP multiaddr, or raise `ValueError`."""
+    names = [p.name for p in maddr.protocols()]
+    if len(names) < 2 or names[0] not in ("ip4", "ip6") or names[1] != "tcp":
+        raise ValueError(f"listen address {maddr} is not /ip4|ip6/<ip>/tcp/<port>")
+    if any(n not in ("ip4", "ip6", "tcp", "p2p") for n in names):
+        raise ValueError(f"listen address {maddr} has unsupported parts {names}")
+    ip = extract_ip_from_multiaddr(maddr)
+    port = int(maddr.value_for_protocol("tcp"))
+    if ip is None or not 0 <= port <= 65535:
+        raise ValueError(f"listen address {maddr} has no usable ip and port")
+    return ip, port
+
+
+class _TcpListener(IListener):
+    """A TCP listener that binds without `SO_REUSEPORT`.
+
+    `SO_REUSEADDR` stays on so a restarted node can bind while old connections
+    sit in TIME_WAIT; on Linux it still refuses a second listening socket.
+    The accept loop runs in the swarm's background nursery, which
+    `Swarm.listen` assigns to `background_nursery` before calling `listen`.
+    """
+
+    def __init__(
+        self,
+        handler: Callable[[TrioTCPStream], Awaitable[None]],
+        errors: dict[str, OSError],
+    ) -> None:
+        self._handler = handler
+        self._errors = errors
+        self.background_nursery: trio.Nursery | None = None
+        self._sockets: list[trio.SocketListener] = []
+        self._scopes: list[trio.CancelScope] = []
+
+    async def listen(self, maddr: multiaddr.Multiaddr) -> None:
+        ip, port = _parse_tcp_addr(maddr)
+        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        sock = trio.socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            await sock.bind((ip, port))
+            sock.listen(_LISTEN_BACKLOG)
+        except OSError as error:
+            sock.close()
+            self._errors[str(maddr)] = error
+            raise OpenConnectionError(f"cannot listen on {maddr}: {error}") from error
+        listener = trio.SocketListener(sock)
+        if self.background_nursery is None:
+            await listener.aclose()
+            raise OpenConnectionError(f"cannot listen on {maddr}: swarm not running")
+        self._sockets.append(listener)
+        await self.background_nursery.start(self._serve, listener)
+
+    async def _serve(
+        self,
+        listener: trio.SocketListener,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        with trio.CancelScope() as scope:
+            self._scopes.append(scope)
+            task_status.started()
+            await trio.serve_listeners(self._handle, [listener])
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        # One raw connection's failure must never reach the swarm's nursery.
+        try:
+            await self._handler(TrioTCPStream(stream))
+        except Exception:
+            logger.warning("inbound connection handler failed", exc_info=True)
+            await trio.aclose_forcefully(stream)
+
+    def get_addrs(self) -> tuple[multiaddr.Multiaddr, ...]:
+        return tuple(multiaddr_from_socket(s.socket) for s in self._sockets)
+
+    async def close(self) -> None:
+        for scope in self._scopes:
+            scope.cancel()
+        for listener in self._sockets:
+            await listener.aclose()
+        self._sockets.clear()
+
+
+class _Tcp(TCP):
+    """TCP transport whose listeners are `_TcpListener`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listen_errors: dict[str, OSError] = {}
+
+    def create_listener(self, handler_function: Any) -> Any:
+        return _TcpListener(handler_function, self.listen_errors)
+
+
+class _IdleAutoConnector(AutoConnector):
+    """An auto-connector that never starts.
+
+    The stock one dials peerstore entries (DHT contacts included) until the
+    node has half of `high_watermark` connections. `p2p.peers` chooses whom
+    to keep connected instead.
+    """
+
+    async def start(self) -> None:
+        return None
+
+
+class _MeshSwarm(Swarm):
+    """Swarm with sequential dialing, bans and per-connection inbound tasks."""
+
+    guard: GuardHooks
+
+    def _init_connection_management(self) -> None:
+        super()._init_connection_management()
+        self.auto_connector = _IdleAutoConnector(
+            swarm=self,
+            auto_connect_interval=self.connection_config.auto_connect_interval,
+        )
+
+    async def dial_peer(self, peer_id: ID) -> list[INetConn]:
+        if self.guard.is_banned(peer_id.to_base58()):
+            raise SwarmException(f"peer {peer_id} is banned")
+        live = [c for c in self.get_connections(peer_id) if not c.is_closed]
+        if live:
+            return live
+        pending = self._ongoing_dials.get(peer_id)
+        if pending is not None:
+            await pending.wait()
+            live = [c for c in self.get_connections(peer_id) if not c.is_closed]
+            if live:
+                return live
+        done = trio.Event()
+        self._ongoing_dials[peer_id] = done
+        try:
+            return [await self._dial_addresses(peer_id)]
+        finally:
+            done.set()
+            self._ongoing_dials.pop(peer_id, None)
+
+    async def _dial_addresses(self, peer_id: ID) -> INetConn:
+        try:
+            addrs = self.peerstore.addrs(peer_id)
+        except PeerStoreError as error:
+            raise SwarmException(f"no known addresses for peer {peer_id}") from error
+        dialable = [a for a in addrs if self.transport_manager.transport_for_dialing(a)]
+        if not dialable:
+            raise SwarmException(f"no dialable TCP address for peer {peer_id}")
+        errors: list[str] = []
+        for addr in dialable:
+            try:
+                # NOTE: `_dial_addr_single_attempt` is private to py-libp2p
+                # 0.8.1; it opens the socket and runs the Noise and muxer
+                # upgrade with the configured timeouts.
+                return await self._dial_addr_single_attempt(addr, peer_id)
+            except SwarmException as error:
+                errors.append(f"{addr}: {error.__cause__ or error}")
+        raise SwarmException(f"dial to {peer_id} failed: {'; '.join(errors)}")
+
+    async def add_conn(self, muxed_conn: Any, direction: str = "unknown") -> Any:
+        peer_id = muxed_conn.peer_id
+        if self.guard.is_banned(peer_id.to_base58()):
+            await muxed_conn.close()
+            raise SwarmException(f"peer {peer_id} is banned")
+        if len(self.get_connections()) >= self.connection_config.max_connections:
+            await muxed_conn.close()
+            raise SwarmException(
+                f"max_connections={self.connection_config.max_connections} reached"
+            )
+        return await super().add_conn(muxed_conn, direction)
+
+    async def _do_handle_inbound_connection(
+        self,
+        read_write_closer: Any,
+        maddr: multiaddr.Multiaddr,
+        failure_event: Any,
+    ) -> None:
+        remote = _remote_of(read_write_closer)
+        raw_conn: IRawConnection = RawConnection(read_write_closer, False)
+        try:
+            muxed_conn = await self.upgrade_inbound_raw_conn(raw_conn, maddr)
+        except Exception as error:
+            reason = str(error.__cause__ or error) or type(error).__name__
+            self.guard.on_inbound_rejected(remote, reason)
+            await trio.aclose_forcefully(read_write_closer)
+            return
+        # Returning releases this connection's inbound slot; the SwarmConn
+        # itself runs in the swarm's nursery.
+        await muxed_conn.event_closed.wait()
+
+
+def _remote_of(read_write_closer: Any) -> str:
+    try:
+        host, port = read_write_closer.get_remote_address()
+    except Exception:
+        return "unknown"
+    return f"{host}:{port}"
+
+
+class MeshHost(BasicHost):
+    """BasicHost whose every stream handler is wrapped by the guard.
+
+    Pubsub and the DHT register their handlers through `set_stream_handler`,
+    so they are contained too, without patching them. BasicHost installs
+    identify and ping straight into its multistream table, so those are
+    wrapped once the base constructor returns.
+    """
+
+    def __init__(self, network: Any, guard: GuardHooks, **kwargs: Any) -> None:
+        self.guard = guard
+        super().__init__(network=network, **kwargs)
+        for protocol_id, handler in list(self.multiselect.handlers.items()):
+            if protocol_id is not None and handler is not None:
+                self.set_stream_handler(protocol_id, handler)
+
+    def set_stream_handler(
+        self, protocol_id: TProtocol, stream_handler: StreamHandlerFn
+    ) -> None:
+        wrapped = self.guard.wrap_stream_handler(str(protocol_id), stream_handler)
+        super().set_stream_handler(protocol_id, wrapped)
+
+
+def build_host(config: HostConfig, guard: GuardHooks) -> MeshHost:
+    """Create a host from `config`; `run_host` starts it.
+
+    Raises:
+        ValueError: if `config` is invalid.
+        p2p.identity.IdentityError: if the identity file cannot be used.
+    """
+    config.validate()
+    key_pair: KeyPair = load_or_create_identity(Path(config.identity_path))
+    peer_id = ID.from_pubkey(key_pair.public_key)
+    peerstore = PeerStore()
+    peerstore.add_key_pair(peer_id, key_pair)
+
+    noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
+    upgrader = TransportUpgrader(
+        secure_transports_by_protocol={TProtocol(NOISE_PROTOCOL_ID): noise},
+        muxer_transports_by_protocol=dict(_MUXERS[m] for m in config.muxers),
+    )
+    connection_config = ConnectionConfig(
+        max_connections=config.max_connections,
+        # The pruner closes connections above high_watermark, so it equals
+        # the cap; the auto-connector is replaced by _IdleAutoConnector.
+        min_connections=0,
+        low_watermark=0,
+        high_watermark=config.max_connections,
+        max_connections_per_peer=2,
+        dial_timeout=config.dial_timeout,
+        inbound_upgrade_timeout=config.upgrade_timeout,
+        outbound_upgrade_timeout=config.upgrade_timeout,
+        inbound_stream_protocol_negotiation_timeout=config.negotiate_timeout,
+        outbound_stream_protocol_negotiation_timeout=config.negotiate_timeout,
+    )
+    swarm = _MeshSwarm(
+        peer_id,
+        peerstore,
+        upgrader,
+        transports=[_Tcp()],
+        # One attempt per address; `p2p.peers` retries with its own backoff.
+        retry_config=RetryConfig(max_retries=0),
+        connection_config=connection_config,
+    )
+    swarm.guard = guard
+    host = MeshHost(
+        swarm,
+        guard,
+        negotiate_timeout=int(max(1, config.negotiate_timeout)),
+        disable_identify_address_discovery=True,
+    )
+    logger.info("host built peer_id=%s network=%s", peer_id, config.network)
+    return host
+
+
+@asynccontextmanager
+async def run_host(host: MeshHost, config: HostConfig) -> AsyncIterator[MeshHost]:
+    """Run `host`'s swarm and listen on `config.listen_addrs`.
+
+    Raises:
+        ListenError: if any listen address cannot be bound; the message names
+            the address and the OS error, e.g. "Address already in use".
+    """
+    swarm = host.get_network()
+    addrs = [multiaddr.Multiaddr(a) for a in config.listen_addrs]
+    failure: ListenError | None = None
+    with collapse_single_errors():
+        async with background_trio_service(swarm):
+            await swarm.listen(*addrs)
+            failure = _listen_failure(swarm, addrs)
+            if failure is None:
+                logger.info(
+                    "host listening peer_id=%s addrs=%s",
+                    host.get_id(),
+                    [str(a) for a in host.get_addrs()],
+                )
+                try:
+                    yield host
+                finally:
+                    logger.info("host stopping peer_id=%s", host.get_id())
+                    with trio.CancelScope(shield=True):
+                        await host.close()
+            else:
+                with trio.CancelScope(shield=True):
+                    await host.close()
+    if failure is not None:
+        raise failure
+
+
+@contextmanager
+def collapse_single_errors() -> Iterator[None]:
+    """Re-raise an exception group holding one exception as that exception.
+
+    Nurseries inside a context manager wrap whatever the caller's block
+    raises; callers of `open_service` expect `DialError`, not a group.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaf: BaseException = group
+        while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+            leaf = leaf.exceptions[0]
+        if leaf is group:
+            raise
+        raise leaf from None
+
+
+def _listen_failure(
+    swarm: Swarm, addrs: list[multiaddr.Multiaddr]
+) -> ListenError | None:
+    tcp = next(
+        t for t in swarm.transport_manager.get_transports() if isinstance(t, _Tcp)
+    )
+    for addr in addrs:
+        if str(addr) in swarm.listeners:
+            continue
+        error = tcp.listen_errors.get(str(addr))
+        detail = error.strerror if error is not None else "no listener started"
+        return ListenError(
+            f"cannot listen on {addr}: {detail}; another process may hold the "
+            "port, choose another with listen_addrs"
+        )
+    return None
