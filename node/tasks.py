@@ -70,11 +70,11 @@ ACCEPTED: Final = "accepted"
 REJECTED: Final = "rejected"
 VertexStatus = Literal["admitted", "accepted", "rejected"]
 
-# Bounds on what a peer may put in a task payload. A FANN network with more
-# than 65536 inputs is far past what the mesh serves; the bound keeps one
-# vertex from costing a provider unbounded memory.
-MAX_INPUTS: Final = 65_536
-MAX_OUTPUTS: Final = 65_536
+# Bounds on what a peer may put in a task payload. 4096 float64 values pack
+# into about 37 KB of msgpack, which fits the 64 KiB payload limit of a
+# vertex with room for the other fields.
+MAX_INPUTS: Final = 4096
+MAX_OUTPUTS: Final = 4096
 MAX_MODEL_NAME: Final = 128
 MAX_ERROR_TEXT: Final = 500
 MAX_ROUNDS_LIMIT: Final = 16
