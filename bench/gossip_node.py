@@ -95,9 +95,14 @@ class NodeProcess:
         self._ids = itertools.count(1)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        ready = self._wait_reply(0, timeout=30.0)
-        self.peer_id: str = ready["peer_id"]
-        self.addrs: list[str] = ready["addrs"]
+        self.peer_id = ""
+        self.addrs: list[str] = []
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Wait for the node's first line, which names its peer id and addresses."""
+        ready = self._wait_reply(0, timeout=timeout)
+        self.peer_id = ready["peer_id"]
+        self.addrs = ready["addrs"]
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -146,17 +151,23 @@ class NodeProcess:
             os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=10)
 
-    def close(self) -> None:
-        """Ask the node to quit, then kill it by PID if it does not within 5 s."""
+    def send_quit(self) -> None:
+        """Ask the node to quit without waiting for it."""
         if self.proc.poll() is None:
+            assert self.proc.stdin is not None
             try:
-                self.request("quit", timeout=5.0)
-            except NodeError:
+                self.proc.stdin.write(b'{"id": -2, "cmd": "quit"}\n')
+                self.proc.stdin.flush()
+            except (BrokenPipeError, OSError):
                 pass
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.kill()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Ask the node to quit, then kill it by PID if it has not after `timeout`."""
+        self.send_quit()
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
         self._log.close()
 
 
@@ -173,6 +184,8 @@ def start_nodes(
         for index in range(count):
             log_path = log_dir / f"{stack}-node{index}.log"
             nodes.append(NodeProcess(index, stack, network, log_path, extra_args))
+        for node in nodes:
+            node.wait_ready()
     except BaseException:
         close_nodes(nodes)
         raise
@@ -180,7 +193,9 @@ def start_nodes(
 
 
 def close_nodes(nodes: list[NodeProcess]) -> None:
-    """Close every node, killing by PID the ones that do not quit."""
+    """Close every node, killing by PID the ones that do not quit in 5 s."""
+    for node in nodes:
+        node.send_quit()
     for node in nodes:
         try:
             node.close()
@@ -237,6 +252,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=None,
         help="seconds publish waits for full send queues (ours only)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        default=None,
+        help="folder for the node identity, kept across restarts (ours only)",
     )
     parser.add_argument("--log-level", default="WARNING")
     return parser.parse_args(argv)
@@ -303,44 +323,43 @@ async def _run_child(args: argparse.Namespace) -> None:
 
 
 async def _start_ours(node: _Node, stack: AsyncExitStack, listen: Any) -> None:
-    from p2p import gossip as gossip_mod
+    import tempfile
 
-    host = _new_host_ours()
-    await stack.enter_async_context(host.run([listen]))
-    node.host = host
-    params = gossip_mod.GossipParams(network=node.args.network)
-    if node.args.peer_rate is not None:
+    from p2p.discovery import DiscoveryParams
+    from p2p.gossip import GossipParams
+    from p2p.host import HostConfig
+    from p2p.service import open_service
+
+    args = node.args
+    if args.state_dir:
+        state = Path(args.state_dir)
+    else:
+        state = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+    config = HostConfig(
+        identity_path=state / "identity.key",
+        listen_addrs=(str(listen),),
+        network=args.network,
+    )
+    params = GossipParams(network=args.network)
+    if args.peer_rate is not None:
         params = _replace(
-            params, peer_rate=node.args.peer_rate, peer_burst=2 * node.args.peer_rate
+            params, peer_rate=args.peer_rate, peer_burst=2 * args.peer_rate
         )
-    if node.args.publish_timeout is not None:
-        params = _replace(params, publish_timeout=node.args.publish_timeout)
-    node.gossip = await stack.enter_async_context(gossip_mod.open_gossip(host, params))
-    try:
-        from p2p import discovery as discovery_mod
-    except ImportError:
-        return
-    dparams = discovery_mod.DiscoveryParams(
-        network=node.args.network, provider_ttl=node.args.provider_ttl
+    if args.publish_timeout is not None:
+        params = _replace(params, publish_timeout=args.publish_timeout)
+    dparams = DiscoveryParams(network=args.network, provider_ttl=args.provider_ttl)
+    service = await stack.enter_async_context(
+        open_service(config, gossip_params=params, discovery_params=dparams)
     )
-    node.discovery = await stack.enter_async_context(
-        discovery_mod.open_discovery(host, dparams)
-    )
+    node.host = service.host
+    node.gossip = service.gossip
+    node.discovery = service.discovery
 
 
 def _replace(obj: Any, **changes: Any) -> Any:
     import dataclasses
 
     return dataclasses.replace(obj, **changes)
-
-
-def _new_host_ours() -> Any:
-    from libp2p import new_host
-    from libp2p.crypto.ed25519 import create_new_key_pair
-
-    # TODO: build on p2p.host once it exists; until then this is py-libp2p's
-    # host with an Ed25519 identity.
-    return new_host(key_pair=create_new_key_pair())
 
 
 async def _start_default(node: _Node, stack: AsyncExitStack, listen: Any) -> None:
@@ -546,6 +565,22 @@ async def _cmd_find(node: _Node, request: dict[str, Any]) -> dict[str, Any]:
     return {"providers": providers, "ms": (time.perf_counter() - start) * 1000.0}
 
 
+async def _cmd_bootstrap(node: _Node, request: dict[str, Any]) -> dict[str, Any]:
+    start = time.perf_counter()
+    if node.discovery is not None:
+        connected = await node.discovery.bootstrap(request["addrs"])
+    else:
+        import multiaddr
+        from libp2p.peer.peerinfo import info_from_p2p_addr
+
+        connected = 0
+        for addr in request["addrs"]:
+            await node.host.connect(info_from_p2p_addr(multiaddr.Multiaddr(addr)))
+            connected += 1
+        await node.dht.refresh_routing_table()
+    return {"connected": connected, "ms": (time.perf_counter() - start) * 1000.0}
+
+
 async def _cmd_routing_table(node: _Node, request: dict[str, Any]) -> dict[str, Any]:
     if node.discovery is not None:
         return {"peers": node.discovery.routing_table_peers()}
@@ -570,6 +605,7 @@ _HANDLERS = {
     "provide": _cmd_provide,
     "find": _cmd_find,
     "routing_table": _cmd_routing_table,
+    "bootstrap": _cmd_bootstrap,
 }
 
 
