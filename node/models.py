@@ -13,9 +13,11 @@ talking. Three mechanisms build on that hash:
   nodes register one name at once consensus accepts exactly one binding
   mesh-wide. A second provider of the same model does not register again; it
   only advertises.
-* Providers in the DHT: a node that holds a model provides
-  ``provider_key(network, name, hash)``, so a lookup finds nodes that serve
-  exactly that content under that name, and two networks never mix.
+* Providers in the DHT: a node that holds a model announces the discovery
+  service ``provider_service(name, hash)``, whose DHT key
+  ``provider_key(network, name, hash)`` also covers the network name. A lookup
+  finds nodes that serve exactly that content under that name, and two
+  networks never mix.
 
 A node that lacks a model fetches it by hash over request/response
 (`fetch_model`), in chunks of at most ``CHUNK_BYTES``, and checks the hash
@@ -23,7 +25,8 @@ before storing it.
 
 Public API:
     content_hash(text: str) -> str
-    provider_key(network: str, name: str, model_hash: str) -> str
+    provider_service(name: str, model_hash: str) -> str
+    provider_key(network: str, name: str, model_hash: str) -> bytes
     name_conflict_key(name: str) -> bytes
     REGISTER_TYPE, FETCH_PROTOCOL, CHUNK_BYTES, MAX_MODEL_BYTES
     ModelInfo(name, model_hash, num_inputs, num_outputs, size)
@@ -97,9 +100,20 @@ def check_hash(model_hash: str) -> str:
     return model_hash
 
 
-def provider_key(network: str, name: str, model_hash: str) -> str:
+def provider_service(name: str, model_hash: str) -> str:
+    """Return the discovery service name that providers of this model announce.
+
+    ``p2p.discovery`` hashes it together with the network name into the DHT
+    key (`provider_key`), so the key depends on network, name and hash.
+    """
+    return f"model:{name}:{model_hash}"
+
+
+def provider_key(network: str, name: str, model_hash: str) -> bytes:
     """Return the DHT key under which providers of this model advertise."""
-    return f"/synaptic-mesh/{network}/model/{name}/{model_hash}"
+    from p2p.discovery import service_key
+
+    return service_key(network, provider_service(name, model_hash))
 
 
 def name_conflict_key(name: str) -> bytes:

@@ -22,9 +22,11 @@ from node.models import (
     name_conflict_key,
     parse_registration,
     provider_key,
+    provider_service,
     registration_payload,
     serve_chunk,
 )
+from p2p.discovery import service_key
 
 
 def _net_text(hidden: int = 3, seed: int = 0) -> str:
@@ -50,7 +52,9 @@ def test_provider_key_separates_network_name_hash():
         provider_key("a", "digits", "1" * 64),
     }
     assert len(keys) == 4
-    assert provider_key("a", "digits", "0" * 64).startswith("/synaptic-mesh/a/")
+    assert provider_key("a", "digits", "0" * 64) == service_key(
+        "a", provider_service("digits", "0" * 64)
+    )
 
 
 def test_name_conflict_key_per_name():

@@ -1,0 +1,185 @@
+"""Inference tasks between real daemons: processes, libp2p on loopback, SQLite.
+
+Each test starts its own small mesh with `tests.node.daemons`, adds a real
+FANN network and drives the nodes through their control API.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import neural
+from node.client import ApiClient
+from tests.node.daemons import start_daemons, wait_for
+
+pytestmark = pytest.mark.slow
+
+INPUT = [0.25, 0.5, 0.75]
+# Short deadlines so that the re-claim after a killed provider happens within
+# a few seconds; the delay holds a claimed task open long enough to kill its
+# provider before it answers.
+FAULT_ENV = {
+    "SYNAPTIC_MESH_TASKS_RUN_TIMEOUT_S": "2.0",
+    "SYNAPTIC_MESH_TASKS_CLAIM_TIMEOUT_S": "8.0",
+    "SYNAPTIC_MESH_TASKS_INFERENCE_DELAY_S": "1.0",
+}
+
+
+@pytest.fixture
+def mesh_of(tmp_path):
+    started = []
+
+    def start(count, env=None):
+        daemons = start_daemons(tmp_path, count, env=env)
+        started.extend(daemons)
+        for daemon in daemons:
+            wait_for(
+                lambda d=daemon: len(d.status()["peers"]) >= 1,
+                30,
+                f"{daemon.data_dir.name} to connect",
+            )
+        return daemons
+
+    yield start
+    for daemon in started:
+        if daemon.process is not None and daemon.process.poll() is None:
+            daemon.process.send_signal(signal.SIGTERM)
+    for daemon in started:
+        try:
+            daemon.stop(timeout=15)
+        except Exception:
+            daemon.kill()
+
+
+def _client(daemon, timeout=60.0) -> ApiClient:
+    return ApiClient.from_data_dir(daemon.data_dir, timeout=timeout)
+
+
+def _model(tmp_path):
+    net = neural.create_standard((3, 4, 2), rng=np.random.default_rng(5))
+    path = tmp_path / "tiny.net"
+    neural.save(net, path)
+    expected = neural.load(path).run(np.asarray(INPUT, dtype=np.float64))
+    return path, [float(x) for x in expected]
+
+
+def _wait_registered(daemons, name):
+    for daemon in daemons:
+        wait_for(
+            lambda d=daemon: name in _client(d).get("/models")["registered"],
+            30,
+            f"{daemon.data_dir.name} to see the registration of {name}",
+        )
+
+
+def _dag_counts(daemon, task_id):
+    """Return claims and results for `task_id` in the daemon's DAG, by status."""
+    client = _client(daemon)
+    counts = Counter()
+    for entry in client.get("/dag/tail", n=1000):
+        if entry["payload_type"] not in ("task.claim", "task.result"):
+            continue
+        vertex = client.get(f"/dag/vertex/{entry['id']}")
+        if vertex["payload"].get("task") == task_id:
+            counts[(vertex["payload_type"], vertex["status"])] += 1
+    return counts
+
+
+def test_model_found_through_dht(tmp_path, mesh_of):
+    provider, requester = mesh_of(2)
+    path, expected = _model(tmp_path)
+    info = _client(provider).post("/models", {"name": "tiny", "path": str(path)})
+    assert info["registration"] in ("accepted", "already registered")
+    _wait_registered([requester], "tiny")
+
+    reply = _client(requester).post(
+        "/infer", {"model": "tiny", "inputs": INPUT, "timeout": 30}
+    )
+    assert reply["state"] == "completed", reply
+    assert reply["outputs"] == expected
+    assert reply["provider_peer"] == provider.runtime()["peer_id"]
+    assert "lookup_s" in reply["stages"]
+
+    fetched = _client(requester).post("/models/fetch", {"name": "tiny"})
+    assert fetched["model_hash"] == info["model_hash"]
+    listed = _client(requester).get("/models")["local"]
+    assert [m["model_hash"] for m in listed] == [info["model_hash"]]
+
+
+def test_three_providers_race_served_once(tmp_path, mesh_of):
+    daemons = mesh_of(4)
+    requester, providers = daemons[0], daemons[1:]
+    path, expected = _model(tmp_path)
+    _client(providers[0]).post("/models", {"name": "tiny", "path": str(path)})
+    _wait_registered(daemons, "tiny")
+    for provider in providers[1:]:
+        _client(provider).post("/models/fetch", {"name": "tiny"})
+
+    with ThreadPoolExecutor(4) as pool:
+        replies = list(
+            pool.map(
+                lambda _: _client(requester).post(
+                    "/infer", {"model": "tiny", "inputs": INPUT, "timeout": 30}
+                ),
+                range(4),
+            )
+        )
+    stats = [_client(p).get("/tasks") for p in providers]
+    for reply in replies:
+        assert reply["state"] == "completed", reply
+        assert reply["outputs"] == expected
+        task_id = reply["task_id"]
+
+        def settled(task_id=task_id):
+            counts = _dag_counts(requester, task_id)
+            return counts if counts[("task.claim", "accepted")] == 1 else None
+
+        counts = wait_for(settled, 20, "the claim decision")
+        assert counts[("task.claim", "accepted")] == 1
+        assert (
+            counts[("task.result", "accepted")] + counts[("task.result", "admitted")]
+            == 1
+        )
+    assert sum(s["claims_issued"] for s in stats) >= 3 * len(replies)
+    assert sum(s["claims_won"] for s in stats) == len(replies)
+    assert sum(s["results_issued"] for s in stats) == len(replies)
+
+
+def test_provider_killed_after_claim_task_answered(tmp_path, mesh_of):
+    daemons = mesh_of(4, env=FAULT_ENV)
+    requester, providers = daemons[0], daemons[1:]
+    path, expected = _model(tmp_path)
+    _client(providers[0]).post("/models", {"name": "tiny", "path": str(path)})
+    _wait_registered(daemons, "tiny")
+    for provider in providers[1:]:
+        _client(provider).post("/models/fetch", {"name": "tiny"})
+    keys = {_client(p).get("/tasks")["key_id"]: p for p in providers}
+
+    ref = _client(requester).post("/tasks", {"model": "tiny", "inputs": INPUT})["ref"]
+    claimed = wait_for(
+        lambda: _client(requester).get(f"/tasks/{ref}")["claimer"],
+        20,
+        "a claim to be accepted",
+        interval=0.01,
+    )
+    victim = keys[claimed]
+    victim.kill()
+
+    final = wait_for(
+        lambda: (
+            (state := _client(requester).get(f"/tasks/{ref}"))["state"]
+            in ("completed", "failed")
+            and state
+        ),
+        40,
+        "the task to end",
+    )
+    assert final["state"] == "completed", final
+    assert final["outputs"] == expected
+    assert final["provider_key_id"] != claimed
+    assert final["round"] >= 1
