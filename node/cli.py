@@ -18,7 +18,7 @@ from node.logs import LOG_FORMATS, configure_logging
 
 # Modules are imported only while building the parser, so a command group that
 # needs heavy imports (numpy, libp2p) costs nothing until its module is listed.
-COMMAND_MODULES: Final[tuple[str, ...]] = ()
+COMMAND_MODULES: Final[tuple[str, ...]] = ("node.commands.dag",)
 
 
 def build_parser() -> argparse.ArgumentParser:
