@@ -22,8 +22,8 @@ class NeuralError(Exception):
 
 
 # Imported after NeuralError, which the submodules import from here.
-from neural.activations import Activation, parse_activation  # noqa: E402
-from neural.fileio import (  # noqa: E402
+from neural.activations import Activation, parse_activation
+from neural.fileio import (
     FileFormatError,
     TrainingData,
     content_hash,
@@ -36,13 +36,13 @@ from neural.fileio import (  # noqa: E402
     save,
     write_data,
 )
-from neural.network import (  # noqa: E402
+from neural.network import (
     Network,
     create_shortcut,
     create_sparse,
     create_standard,
 )
-from neural.params import (  # noqa: E402
+from neural.params import (
     ErrorFunction,
     NetworkType,
     ScaleParams,
@@ -50,7 +50,7 @@ from neural.params import (  # noqa: E402
     TrainingAlgorithm,
     TrainingParams,
 )
-from neural.training import (  # noqa: E402
+from neural.training import (
     BatchTrainer,
     EpochStats,
     IncrementalTrainer,

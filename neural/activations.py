@@ -242,12 +242,21 @@ def derivative(
         s: the clipped, steepness-scaled sums that produced `value`.
     """
     k = steepness
+    # The two sigmoid cases run every epoch, so they work in place.
     if act in (Activation.SIGMOID_SYMMETRIC, Activation.SIGMOID_SYMMETRIC_STEPWISE):
-        v = np.clip(value, -0.98, 0.98)
-        return k * (1.0 - v * v)
+        v = np.minimum(value, 0.98)
+        np.maximum(v, -0.98, out=v)
+        np.multiply(v, v, out=v)
+        np.subtract(1.0, v, out=v)
+        v *= k
+        return v
     if act in (Activation.SIGMOID, Activation.SIGMOID_STEPWISE):
-        v = np.clip(value, 0.01, 0.99)
-        return 2.0 * k * v * (1.0 - v)
+        v = np.minimum(value, 0.99)
+        np.maximum(v, 0.01, out=v)
+        d = np.subtract(1.0, v)
+        d *= v
+        d *= 2.0 * k
+        return d
     if act in (
         Activation.LINEAR,
         Activation.LINEAR_PIECE,

@@ -47,7 +47,12 @@ class FileFormatError(NeuralError):
     """A `.net` or `.data` file is malformed."""
 
     def __init__(self, source: str, line: int, token: str, expected: str) -> None:
-        self.source, self.line, self.token, self.expected = source, line, token, expected
+        self.source, self.line, self.token, self.expected = (
+            source,
+            line,
+            token,
+            expected,
+        )
         shown = token if len(token) <= 60 else token[:57] + "..."
         super().__init__(f"{source}:{line}: expected {expected}, got {shown!r}")
 
@@ -60,11 +65,11 @@ def _float(token: str, source: str, line: int, what: str) -> float:
         if re.fullmatch(r"[+-]?\d+,\d*([eE][+-]?\d+)?", token):
             what += " (a decimal comma was found; use a decimal point)"
         elif token.lower().lstrip("+-") in ("nan", "inf", "infinity"):
-            what = "a finite " + what
+            what += " (finite, not NaN or inf)"
         raise FileFormatError(source, line, token, what)
     value = float(token)
     if not math.isfinite(value):
-        raise FileFormatError(source, line, token, "a finite " + what)
+        raise FileFormatError(source, line, token, what + " (finite, not NaN or inf)")
     return value
 
 
@@ -174,7 +179,9 @@ def _read_keys(reader: _Reader, scale: float) -> dict:
         elif kind == "e":
             values[key] = _float(raw.strip(), src, n, f"a number for {key}") / scale
         elif kind == "U":
-            values[key] = [_int(t, src, n, f"an unsigned integer in {key}") for t in raw.split()]
+            values[key] = [
+                _int(t, src, n, f"an unsigned integer in {key}") for t in raw.split()
+            ]
         else:
             values[key] = [
                 _float(t, src, n, f"a number in {key}") / scale for t in raw.split()
@@ -229,7 +236,12 @@ def _read_scale(reader: _Reader, num_in: int, num_out: int) -> ScaleParams:
         if len(tokens) != count:
             reader.fail(line, f"{count} values for {key}")
         arrays.append(
-            np.array([_float(t, reader.source, reader.index, f"a number in {key}") for t in tokens])
+            np.array(
+                [
+                    _float(t, reader.source, reader.index, f"a number in {key}")
+                    for t in tokens
+                ]
+            )
         )
     return ScaleParams(*arrays)
 
@@ -281,10 +293,14 @@ def loads(text: str, source: str = "<string>") -> Network:
     scale = None
     if values.get("scale_included", 0) == 1:
         scale = _read_scale(reader, num_in, num_out)
-    neurons = _parse_neurons(reader, sum(layer_neurons), scale_factor, layered, layer_neurons)
+    neurons = _parse_neurons(
+        reader, sum(layer_neurons), scale_factor, layered, layer_neurons
+    )
     num_inputs, activation, steepness = neurons
     connections = _tuples(reader, _CONNECTIONS, 2)
-    sources, weights = _parse_connections(reader, connections, int(num_inputs.sum()), scale_factor)
+    sources, weights = _parse_connections(
+        reader, connections, int(num_inputs.sum()), scale_factor
+    )
     for extra in reader.lines[reader.index :]:
         if extra.strip():
             reader.index += 1
@@ -306,7 +322,9 @@ def loads(text: str, source: str = "<string>") -> Network:
     except FileFormatError:
         raise
     except NeuralError as error:
-        raise FileFormatError(source, reader.index, "connections", f"a consistent network ({error})") from None
+        raise FileFormatError(
+            source, reader.index, "connections", f"a consistent network ({error})"
+        ) from None
 
 
 def _parse_neurons(reader, total, scale_factor, layered, layer_neurons):
@@ -314,7 +332,9 @@ def _parse_neurons(reader, total, scale_factor, layered, layer_neurons):
     line = reader.index
     src = reader.source
     if len(items) != total:
-        reader.fail(f"{len(items)} neurons", f"{total} neurons (the sum of layer_sizes)")
+        reader.fail(
+            f"{len(items)} neurons", f"{total} neurons (the sum of layer_sizes)"
+        )
     num_inputs = np.empty(total, dtype=np.int64)
     activation = np.empty(total, dtype=np.int64)
     steepness = np.empty(total)
@@ -325,11 +345,20 @@ def _parse_neurons(reader, total, scale_factor, layered, layer_neurons):
     for index, (count, act, steep) in enumerate(items):
         num_inputs[index] = _int(count, src, line, f"an input count for neuron {index}")
         activation[index] = _int(
-            act, src, line, f"an activation id for neuron {index}", 0, NUM_ACTIVATIONS - 1
+            act,
+            src,
+            line,
+            f"an activation id for neuron {index}",
+            0,
+            NUM_ACTIVATIONS - 1,
         )
-        steepness[index] = _float(steep, src, line, f"a steepness for neuron {index}") / scale_factor
+        steepness[index] = (
+            _float(steep, src, line, f"a steepness for neuron {index}") / scale_factor
+        )
         if not bias[index] and steepness[index] <= 0:
-            raise FileFormatError(src, line, steep, f"a steepness > 0 for neuron {index}")
+            raise FileFormatError(
+                src, line, steep, f"a steepness > 0 for neuron {index}"
+            )
     return num_inputs, activation, steepness
 
 
@@ -344,7 +373,9 @@ def _parse_connections(reader, items, expected, scale_factor):
     sources = np.empty(expected, dtype=np.int64)
     weights = np.empty(expected)
     for index, (neuron, weight) in enumerate(items):
-        sources[index] = _int(neuron, src, line, f"a neuron index in connection {index}")
+        sources[index] = _int(
+            neuron, src, line, f"a neuron index in connection {index}"
+        )
         weights[index] = _float(weight, src, line, f"a weight in connection {index}")
     return sources, weights / scale_factor
 
@@ -388,12 +419,14 @@ def load(path: str | Path) -> Network:
     except UnicodeDecodeError as error:
         raise FileFormatError(str(path), 1, "<binary data>", "ASCII text") from error
     except OSError as error:
-        raise NeuralError(f"cannot read network file {path}: {error.strerror}") from error
+        raise NeuralError(
+            f"cannot read network file {path}: {error.strerror}"
+        ) from error
     return loads(text, str(path))
 
 
 def _e(value: float) -> str:
-    return "%.20e" % value
+    return f"{value:.20e}"
 
 
 def dumps(net: Network) -> str:
@@ -402,23 +435,23 @@ def dumps(net: Network) -> str:
     lines = [
         "FANN_FLO_2.1",
         f"num_layers={net.num_layers}",
-        "learning_rate=%f" % p.learning_rate,
-        "connection_rate=%f" % net.connection_rate,
+        f"learning_rate={p.learning_rate:f}",
+        f"connection_rate={net.connection_rate:f}",
         f"network_type={int(net.network_type)}",
-        "learning_momentum=%f" % p.learning_momentum,
+        f"learning_momentum={p.learning_momentum:f}",
         f"training_algorithm={int(p.training_algorithm)}",
         f"train_error_function={int(p.train_error_function)}",
         f"train_stop_function={int(p.train_stop_function)}",
-        "cascade_output_change_fraction=%f" % c.output_change_fraction,
-        "quickprop_decay=%f" % p.quickprop_decay,
-        "quickprop_mu=%f" % p.quickprop_mu,
-        "rprop_increase_factor=%f" % p.rprop_increase_factor,
-        "rprop_decrease_factor=%f" % p.rprop_decrease_factor,
-        "rprop_delta_min=%f" % p.rprop_delta_min,
-        "rprop_delta_max=%f" % p.rprop_delta_max,
-        "rprop_delta_zero=%f" % p.rprop_delta_zero,
+        f"cascade_output_change_fraction={c.output_change_fraction:f}",
+        f"quickprop_decay={p.quickprop_decay:f}",
+        f"quickprop_mu={p.quickprop_mu:f}",
+        f"rprop_increase_factor={p.rprop_increase_factor:f}",
+        f"rprop_decrease_factor={p.rprop_decrease_factor:f}",
+        f"rprop_delta_min={p.rprop_delta_min:f}",
+        f"rprop_delta_max={p.rprop_delta_max:f}",
+        f"rprop_delta_zero={p.rprop_delta_zero:f}",
         f"cascade_output_stagnation_epochs={c.output_stagnation_epochs}",
-        "cascade_candidate_change_fraction=%f" % c.candidate_change_fraction,
+        f"cascade_candidate_change_fraction={c.candidate_change_fraction:f}",
         f"cascade_candidate_stagnation_epochs={c.candidate_stagnation_epochs}",
         f"cascade_max_out_epochs={c.max_out_epochs}",
         f"cascade_min_out_epochs={c.min_out_epochs}",
@@ -442,7 +475,7 @@ def dumps(net: Network) -> str:
         lines.append("scale_included=1")
         for key, name in zip(_SCALE_KEYS, ScaleParams.FIELDS):
             values = getattr(net.scale, name)
-            lines.append(f"{key}=" + "".join("%f " % v for v in values))
+            lines.append(f"{key}=" + "".join(f"{v:f} " for v in values))
     lines.append(
         _NEURONS
         + "".join(
@@ -534,7 +567,9 @@ def parse_data(text: str, source: str = "<string>") -> TrainingData:
     if len(tokens) < 3:
         lineno = text.count("\n") + 1
         raise FileFormatError(
-            source, lineno, " ".join(tokens) or "<end of file>",
+            source,
+            lineno,
+            " ".join(tokens) or "<end of file>",
             "a header 'NUM_DATA NUM_INPUT NUM_OUTPUT'",
         )
     header = [_int(t, source, 1, "a header count") for t in tokens[:3]]
@@ -547,8 +582,10 @@ def parse_data(text: str, source: str = "<string>") -> TrainingData:
             values = np.array(body, dtype=np.float64)
         except ValueError:
             values = None
-    if values is None or not np.all(np.isfinite(values)) or any(
-        "," in t or "_" in t for t in body
+    if (
+        values is None
+        or not np.all(np.isfinite(values))
+        or any("," in t or "_" in t for t in body)
     ):
         values = _slow_parse(text, source, rows, num_in, num_out)
     values = values.reshape(rows, num_in + num_out)
@@ -567,7 +604,9 @@ def _slow_parse(text, source, rows, num_in, num_out) -> np.ndarray:
     for lineno, token in stream:
         if count == values.size:
             raise FileFormatError(
-                source, lineno, token,
+                source,
+                lineno,
+                token,
                 f"end of data after {rows} rows (the header says {rows} rows of "
                 f"{num_in} inputs and {num_out} outputs)",
             )
@@ -578,7 +617,9 @@ def _slow_parse(text, source, rows, num_in, num_out) -> np.ndarray:
     if count < values.size:
         row, col = divmod(count, width)
         raise FileFormatError(
-            source, lineno, "<end of file>",
+            source,
+            lineno,
+            "<end of file>",
             f"{values.size} values for {rows} rows of {num_in} inputs and {num_out} "
             f"outputs, but the file ends in row {row} after {count} values",
         )

@@ -34,6 +34,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from neural import NeuralError
+from neural._threads import single_blas_thread
 from neural.activations import (
     SYMMETRIC,
     Activation,
@@ -46,6 +47,9 @@ from neural.params import (
     ScaleParams,
     TrainingParams,
 )
+
+# Below this many rows the thread-limit switch costs more than it saves.
+_THREAD_LIMIT_ROWS = 64
 
 # Weights are drawn from U[-0.1, 0.1) when a network is created
 # (fann_create_sparse_array, fann_create_shortcut_array).
@@ -309,7 +313,9 @@ class Network:
     def set_activation_function_layer(self, act: str | int, layer: int) -> None:
         """Set the activation of every neuron in `layer` (1 = first hidden)."""
         if not 1 <= layer < self.num_layers:
-            raise NeuralError(f"layer {layer} is invalid: expected 1..{self.num_layers - 1}")
+            raise NeuralError(
+                f"layer {layer} is invalid: expected 1..{self.num_layers - 1}"
+            )
         span = self._layer_range(layer)
         self.activation[span.start : span.stop] = parse_activation(act)
         self._build()
@@ -328,7 +334,9 @@ class Network:
         if not (steepness > 0 and np.isfinite(steepness)):
             raise NeuralError(f"steepness={steepness} must be a finite number > 0")
         if not 1 <= layer < self.num_layers:
-            raise NeuralError(f"layer {layer} is invalid: expected 1..{self.num_layers - 1}")
+            raise NeuralError(
+                f"layer {layer} is invalid: expected 1..{self.num_layers - 1}"
+            )
         span = self._layer_range(layer)
         self.steepness[span.start : span.stop] = steepness
         self._build()
@@ -403,8 +411,10 @@ class Network:
     ) -> None:
         """Compute and keep input/output scaling from data."""
         self.scale = ScaleParams.fit(
-            np.asarray(inputs, float), np.asarray(outputs, float),
-            input_range, output_range,
+            np.asarray(inputs, float),
+            np.asarray(outputs, float),
+            input_range,
+            output_range,
         )
 
     def _need_scale(self) -> ScaleParams:
@@ -450,7 +460,10 @@ class Network:
             raise NeuralError(
                 f"expected inputs of shape (rows, {self.num_inputs}), got {x.shape}"
             )
-        return self.forward(x)[-1][1]
+        if x.shape[0] < _THREAD_LIMIT_ROWS:
+            return self.forward(x)[-1][1]
+        with single_blas_thread():
+            return self.forward(x)[-1][1]
 
     def forward(self, x: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """Return (sums, values) of every non-input layer for all rows.
@@ -565,9 +578,7 @@ def _check_sizes(layer_sizes) -> tuple[int, ...]:
     return sizes
 
 
-def create_standard(
-    layer_sizes, rng: np.random.Generator | None = None
-) -> Network:
+def create_standard(layer_sizes, rng: np.random.Generator | None = None) -> Network:
     """Create a fully connected layered network (``fann_create_standard``).
 
     Args:
@@ -658,9 +669,7 @@ def _sparse_layer(rate, n_in, n_out, prev_start, rng):
     return np.array(counts), np.array([s for row in chosen for s in row])
 
 
-def create_shortcut(
-    layer_sizes, rng: np.random.Generator | None = None
-) -> Network:
+def create_shortcut(layer_sizes, rng: np.random.Generator | None = None) -> Network:
     """Create a shortcut network (``fann_create_shortcut``).
 
     Each neuron is connected to every neuron of every earlier layer,

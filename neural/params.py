@@ -194,6 +194,4 @@ class ScaleParams:
         """Compute scaling from data (``fann_set_scaling_params``)."""
         if len(inputs) == 0:
             raise NeuralError("scaling needs at least one row of data")
-        return cls(
-            *cls._fit(inputs, *input_range), *cls._fit(outputs, *output_range)
-        )
+        return cls(*cls._fit(inputs, *input_range), *cls._fit(outputs, *output_range))

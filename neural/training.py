@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from neural import NeuralError
+from neural._threads import single_blas_thread
 from neural.activations import TRAINABLE, Activation, derivative
 from neural.network import Network
 from neural.params import ErrorFunction, NetworkType, StopFunction, TrainingAlgorithm
@@ -175,7 +176,9 @@ def _backprop_shortcut(net, trace, delta, slopes) -> None:
 
 
 def _to_float32(values: np.ndarray) -> np.ndarray:
-    return values.astype(np.float32).astype(np.float64)
+    # A value past float32's range becomes inf, which _apply then rejects.
+    with np.errstate(over="ignore"):
+        return values.astype(np.float32).astype(np.float64)
 
 
 class Trainer:
@@ -194,7 +197,9 @@ class Trainer:
         self.params = net.params
         self.float32_state = float32_state
 
-    def epoch(self, net: Network, inputs: np.ndarray, outputs: np.ndarray) -> EpochStats:
+    def epoch(
+        self, net: Network, inputs: np.ndarray, outputs: np.ndarray
+    ) -> EpochStats:
         """Train one epoch and return the MSE and bit fail measured in it."""
         slopes, sq_sum, bit_fail = gradient(net, inputs, outputs)
         stats = EpochStats(sq_sum / outputs.size, bit_fail)
@@ -309,7 +314,9 @@ class SarpropTrainer(Trainer):
         p = self.params
         t = self.epoch_count
         prev = np.maximum(self.steps, 0.000001)
-        slope = -slopes - w * 2.0 ** (-p.sarprop_temperature * t + p.sarprop_weight_decay_shift)
+        slope = -slopes - w * 2.0 ** (
+            -p.sarprop_temperature * t + p.sarprop_weight_decay_shift
+        )
         same = self.prev_slopes * slope
         grow, shrink = same > 0.0, same < 0.0
         noise = (
@@ -417,6 +424,13 @@ def train(
     if max_epochs < 0:
         raise NeuralError(f"max_epochs={max_epochs} must be >= 0")
     trainer = trainer or make_trainer(net, rng)
+    with single_blas_thread():
+        return _train_loop(
+            net, inputs, outputs, max_epochs, desired_error, on_epoch, trainer
+        )
+
+
+def _train_loop(net, inputs, outputs, max_epochs, desired_error, on_epoch, trainer):
     by_bits = net.params.train_stop_function == StopFunction.BIT
     history: list[EpochStats] = []
     reached = False
