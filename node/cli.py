@@ -18,7 +18,18 @@ from node.logs import LOG_FORMATS, configure_logging
 
 # Modules are imported only while building the parser, so a command group that
 # needs heavy imports (numpy, libp2p) costs nothing until its module is listed.
-COMMAND_MODULES: Final[tuple[str, ...]] = ("node.commands.dag",)
+COMMAND_MODULES: Final[tuple[str, ...]] = (
+    "node.commands.init",
+    "node.commands.start",
+    "node.commands.status",
+    "node.commands.peers",
+    "node.commands.publish",
+    "node.commands.neural",
+    "node.commands.model",
+    "node.commands.infer",
+    "node.commands.testnet",
+    "node.commands.dag",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,6 +73,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except _expected_errors() as error:
+        # These carry a message written for the user (what failed and what to
+        # do next), so a traceback would only hide it.
+        print(f"synaptic-mesh: error: {error}", file=sys.stderr)
+        return 1
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    from dag import DagError
+    from neural import NeuralError
+    from node import NodeError
+    from p2p import P2PError
+
+    return (NodeError, P2PError, DagError, NeuralError)
 
 
 if __name__ == "__main__":

@@ -160,24 +160,30 @@ class MetricsSettings(_Section):
 @dataclass(frozen=True, slots=True)
 class ConsensusSettings(_Section):
     # avalanchego's defaults (k=20, alpha=15, beta=20) assume hundreds of
-    # validators; a 5-10 node testnet has at most 9 peers to sample, so these
-    # keep the same ratios (alpha/k = 3/4) at a size such a network can fill.
+    # validators. Polls sample k nodes from the peers plus the node itself and
+    # need at least alpha_preference of them, so k=3 with alphas of 2 lets two
+    # nodes agree and is a 2-of-3 majority sample in a 5-10 node testnet.
     k: int = _setting(
-        4, "peers sampled per poll (fewer when fewer are connected)", lo=1, hi=1000
+        3,
+        "nodes sampled per poll, this node included (fewer when fewer are connected)",
+        lo=1,
+        hi=1000,
     )
     alpha_preference: int = _setting(
-        3, "votes in one poll that change a preference", lo=1, hi=1000
+        2, "votes in one poll that change a preference", lo=1, hi=1000
     )
     alpha_confidence: int = _setting(
-        3, "votes in one poll that count towards confidence", lo=1, hi=1000
+        2, "votes in one poll that count towards confidence", lo=1, hi=1000
     )
     beta: int = _setting(
-        4, "consecutive successful polls that accept a vertex", lo=1, hi=1000
+        8, "consecutive successful polls that accept a vertex", lo=1, hi=1000
     )
     concurrent_repolls: int = _setting(
         4, "polls kept in flight while vertices are processing", lo=1, hi=1000
     )
-    max_parents: int = _setting(8, "maximum parents a vertex names", lo=1, hi=64)
+    max_parents: int = _setting(
+        8, "maximum parents a new vertex names (admission allows 16)", lo=1, hi=16
+    )
     max_processing: int = _setting(
         4096, "maximum vertices undecided at once", lo=1, hi=1_000_000
     )

@@ -34,12 +34,12 @@ def test_precedence_file_then_env_then_flag(tmp_path):
         "[consensus]\nk = 4\nbeta = 7\n[api]\nlisten = '127.0.0.1:7001'\n"
     )
     env = {
-        "SYNAPTIC_MESH_CONSENSUS_K": "5",
+        "SYNAPTIC_MESH_CONSENSUS_K": "3",
         "SYNAPTIC_MESH_API_LISTEN": "127.0.0.1:7002",
     }
     config = load_config(tmp_path, env=env, overrides={"api.listen": "127.0.0.1:7003"})
     assert config.consensus.beta == 7
-    assert config.consensus.k == 5
+    assert config.consensus.k == 3
     assert config.api.listen == "127.0.0.1:7003"
 
 
@@ -61,8 +61,8 @@ def test_unset_flags_do_not_hide_env(tmp_path):
         ({"SYNAPTIC_MESH_CONSENSUS_K": "0"}, "consensus.k=0"),
         ({"SYNAPTIC_MESH_CONSENSUS_K": "many"}, "consensus.k='many'"),
         ({"SYNAPTIC_MESH_CONSENSUS_BETA": "2.5"}, "consensus.beta='2.5'"),
-        ({"SYNAPTIC_MESH_CONSENSUS_ALPHA_PREFERENCE": "2"}, "must exceed k/2=2"),
-        ({"SYNAPTIC_MESH_CONSENSUS_ALPHA_CONFIDENCE": "9"}, "must be at most k=4"),
+        ({"SYNAPTIC_MESH_CONSENSUS_ALPHA_PREFERENCE": "1"}, "must exceed k/2=1"),
+        ({"SYNAPTIC_MESH_CONSENSUS_ALPHA_CONFIDENCE": "9"}, "must be at most k=3"),
         ({"SYNAPTIC_MESH_CONSENSUS_POLL_TIMEOUT_S": "nan"}, "expected a finite number"),
         ({"SYNAPTIC_MESH_API_LISTEN": "0.0.0.0:80"}, "must be a loopback address"),
         ({"SYNAPTIC_MESH_API_LISTEN": "127.0.0.1:99999"}, "port from 0 to 65535"),
