@@ -2,13 +2,19 @@
 
 Theory. Every vertex belongs to one conflict set per conflict key it carries
 (vertices that share a key conflict, and a vertex without keys conflicts with
-nothing). Each set runs Snowball: a poll in which a vertex gets at least
-``alpha_preference`` votes adds one to its preference strength, and the set
-prefers the member whose strength first exceeded all others. A vote for a
-vertex is a vote for all of its ancestors. A vertex is *strongly preferred*
-when it and every processing ancestor are preferred in all their sets. A poll
-in which a strongly preferred vertex gets at least ``alpha_confidence`` votes
-is successful for it. Its confidence counts consecutive successful polls, and
+nothing). Each set chooses its preferred member with a Snowball tree, as
+avalanchego's snowman does: members are leaves of a binary trie over the bits
+of their ids, and at each split a side whose members got at least
+``alpha_preference`` votes in a poll gains one preference strength. The set
+prefers the stronger side at every split, keeping its current side on ties.
+Splitting by bits lets many colours converge: a flat vote over ten colours
+rarely gives any one of them ``alpha_preference`` of ``k`` votes, but each
+binary split does.
+
+A vote for a vertex is a vote for all of its ancestors. A vertex is *strongly
+preferred* when it and every processing ancestor are preferred in all their
+sets. A poll in which a strongly preferred vertex gets at least
+``alpha_confidence`` votes is successful for it. Its confidence counts consecutive successful polls, and
 any other poll resets it. A vertex is accepted once its confidence reaches
 ``beta`` and all its parents are accepted. Accepting a vertex rejects the other
 members of its sets, and rejection flows to all descendants.
@@ -27,9 +33,14 @@ knows its own id, like avalanchego's validator sampling) and asks about its
 preferred frontier: the processing tips of the strongly preferred part of the
 DAG. A responder votes for the asked ids it strongly prefers. If it prefers
 all of them, its reply equals the request; otherwise it adds its own frontier,
-which carries its preference to the poller. A poll whose identical replies
-alone reach ``alpha_confidence`` succeeds for every strongly preferred vertex
-at once, so the common case costs no walk over the DAG.
+which carries its preference to the poller.
+
+Counting. Each processing vertex owns a bit, and its ancestor mask has the
+bits of itself and its processing ancestors. A reply becomes the OR of its
+voted vertices' masks, per-vertex counts are kept bit-sliced over those masks,
+and the thresholds are bitwise comparisons (`dag.consensus_sets`). A poll
+therefore costs big-int operations plus Python work only for vertices whose
+confidence starts, resets or finalizes, never a walk over the DAG.
 
 No quorum. When a poll fails (timeouts, too few peers, split votes), the
 engine re-polls its frontier after a delay that doubles up to
@@ -48,6 +59,7 @@ Public API:
         .status(vertex_id) -> Status
         .frontier() -> tuple[VertexId, ...]
         .processing_count -> int
+        .polls_completed -> int
         .stats() -> EngineStats
     Actions: SendPoll(peer, request_id, vertex_ids), PollReply(peer, request_id,
         votes), FetchVertices(peer, vertex_ids), Decided(accepted, rejected)
@@ -56,8 +68,8 @@ Public API:
 
 from __future__ import annotations
 
+import bisect
 import enum
-import heapq
 import math
 import random
 from collections import Counter, deque
@@ -67,6 +79,7 @@ from typing import Final, TypeAlias
 
 from dag import DagError
 from dag.consensus_params import AvalancheParams, InvalidParams
+from dag.consensus_sets import ConflictSet, add_weighted, at_least, iter_bits, order_key
 
 __all__ = [
     "Action",
@@ -152,7 +165,6 @@ class EngineStats:
     replies_missing: int
     replies_unexpected: int
     replies_invalid: int
-    fast_polls: int
     accepted: int
     rejected: int
     repoll_backoff: float
@@ -160,25 +172,30 @@ class EngineStats:
 
 class _Vertex:
     __slots__ = (
+        "anc",
         "children",
         "d_children",
+        "index",
         "keys",
+        "order",
         "parents",
-        "queued",
         "seq",
         "sp",
         "start",
         "state",
-        "strength",
         "vid",
     )
 
-    def __init__(self, vid, parents, keys, seq):
+    def __init__(self, vid, parents, keys, seq, index):
         self.vid = vid
         self.parents: tuple[_Vertex, ...] = parents
         self.children: list[_Vertex] = []
         self.keys: tuple[Hashable, ...] = keys
         self.seq: int = seq
+        # Bit of this vertex in the engine's masks (renumbered by _reindex).
+        self.index: int = index
+        # Mask of this vertex and its processing ancestors at insertion.
+        self.anc: int = 0
         self.state: int = _PROCESSING
         # Member of the strongly preferred DAG (accepted vertices always are).
         self.sp: bool = False
@@ -186,40 +203,20 @@ class _Vertex:
         self.d_children: int = 0
         # Poll number that started the current run of successes, or -1.
         self.start: int = -1
-        self.strength: int = 0
-        # Whether the vertex waits in the heap of unstarted runs.
-        self.queued: bool = False
-
-
-class _ConflictSet:
-    __slots__ = ("max_strength", "members", "pref")
-
-    def __init__(self, first: _Vertex):
-        self.members: list[_Vertex] = [first]
-        self.pref: _Vertex = first
-        self.max_strength: int = 0
+        # Position in conflict-set tries: the id's bits as an integer.
+        self.order: int = order_key(vid)
 
 
 class _Poll:
-    __slots__ = (
-        "batch",
-        "complete_batch",
-        "deadline",
-        "epoch",
-        "pending",
-        "replies",
-        "request_id",
-        "snapshot",
-    )
+    __slots__ = ("batch", "deadline", "pending", "replies", "request_id", "snapshot")
 
-    def __init__(self, request_id, batch, complete_batch, snapshot, epoch, deadline):
+    def __init__(self, request_id, batch, snapshot, deadline):
         self.request_id: int = request_id
         self.batch: tuple = batch
-        self.complete_batch: bool = complete_batch
         self.pending: set = set()
         self.replies: list[tuple] = []
+        # Vertices with a lower index existed when the poll was sent.
         self.snapshot: int = snapshot
-        self.epoch: int = epoch
         self.deadline: float = deadline
 
 
@@ -252,19 +249,21 @@ class Avalanche:
         self._vertices: dict = {}  # processing vertices and accepted tips
         self._processing: dict[_Vertex, None] = {}  # ordered by seq
         self._decided: dict = {}  # vertex id -> True (accepted) / False
-        self._sets: dict = {}  # conflict key -> _ConflictSet
+        self._sets: dict = {}  # conflict key -> ConflictSet
         self._accepted_keys: set = set()
-        self._contested: set[_ConflictSet] = set()
+        self._contested: set[ConflictSet] = set()
         self._frontier: set[_Vertex] = set()
         self._accepted_tips: set[_Vertex] = set()
-        self._unstarted: list = []  # heap of (seq, tiebreak, vertex)
+        self._by_index: dict[int, _Vertex] = {}
+        self._proc_mask = 0  # processing vertices
+        self._sp_mask = 0  # strongly preferred processing vertices
+        self._run_mask = 0  # vertices with confidence > 0
+        self._next_index = 0
         self._runs: deque = deque()  # (start, vertex), ordered by start
-        self._in_run: set[_Vertex] = set()
         self._ready: set[_Vertex] = set()
         self._polls: dict[int, _Poll] = {}
         self._fetching: dict = {}  # vertex id -> time of last request
         self._seq = 0
-        self._epoch = 0
         self._poll_no = 0
         self._next_request_id = 1
         self._next_poll_at = -math.inf
@@ -429,6 +428,11 @@ class Avalanche:
         """Number of undecided vertices."""
         return len(self._processing)
 
+    @property
+    def polls_completed(self) -> int:
+        """Number of polls whose results have been applied."""
+        return self._poll_no
+
     def stats(self) -> EngineStats:
         """Return a snapshot of the engine's counters."""
         c = self._counters
@@ -441,7 +445,6 @@ class Avalanche:
             replies_missing=c["replies_missing"],
             replies_unexpected=c["replies_unexpected"],
             replies_invalid=c["replies_invalid"],
-            fast_polls=c["fast_polls"],
             accepted=c["accepted"],
             rejected=c["rejected"],
             repoll_backoff=self._backoff,
@@ -451,36 +454,62 @@ class Avalanche:
     # Vertex bookkeeping
 
     def _insert(self, vid, parents: tuple[_Vertex, ...], keys: tuple) -> None:
-        vertex = _Vertex(vid, parents, keys, self._seq)
+        if self._next_index > 2 * len(self._processing) + 256:
+            self._reindex()
+        index = self._next_index
+        self._next_index += 1
+        vertex = _Vertex(vid, parents, keys, self._seq, index)
         self._seq += 1
-        self._vertices[vid] = vertex
-        self._processing[vertex] = None
+        bit = 1 << index
+        anc = bit
         for parent in parents:
             parent.children.append(vertex)
+            if parent.state == _PROCESSING:
+                anc |= parent.anc
+        vertex.anc = anc
+        self._vertices[vid] = vertex
+        self._processing[vertex] = None
+        self._by_index[index] = vertex
+        self._proc_mask |= bit
         for key in keys:
             cset = self._sets.get(key)
             if cset is None:
-                self._sets[key] = _ConflictSet(vertex)
+                self._sets[key] = ConflictSet(vertex)
             else:
-                # A newcomer starts with strength 0 and the set switches only on
-                # a strictly larger strength, so adding never flips preference.
                 cset.members.append(vertex)
                 self._contested.add(cset)
+                if cset.choose():
+                    self._pending_recompute = True
         if self._is_preferred(vertex) and all(p.sp for p in parents):
-            self._join_preferred_dag(vertex)
+            vertex.sp = True
+            self._sp_mask |= bit
+            for parent in parents:
+                parent.d_children += 1
+                self._frontier.discard(parent)
+            self._frontier.add(vertex)
 
-    def _join_preferred_dag(self, vertex: _Vertex) -> None:
-        vertex.sp = True
-        for parent in vertex.parents:
-            parent.d_children += 1
-            self._frontier.discard(parent)
-        self._frontier.add(vertex)
-        self._queue_unstarted(vertex)
-
-    def _queue_unstarted(self, vertex: _Vertex) -> None:
-        if not vertex.queued:
-            vertex.queued = True
-            heapq.heappush(self._unstarted, (vertex.seq, vertex.seq, vertex))
+    def _reindex(self) -> None:
+        """Renumber processing vertices densely so the masks stay small."""
+        old_indices = [v.index for v in self._processing]
+        self._by_index = {}
+        self._proc_mask = self._sp_mask = self._run_mask = 0
+        for index, vertex in enumerate(self._processing):
+            vertex.index = index
+            bit = 1 << index
+            anc = bit
+            for parent in vertex.parents:
+                if parent.state == _PROCESSING:
+                    anc |= parent.anc
+            vertex.anc = anc
+            self._by_index[index] = vertex
+            self._proc_mask |= bit
+            if vertex.sp:
+                self._sp_mask |= bit
+            if vertex.start >= 0:
+                self._run_mask |= bit
+        self._next_index = len(old_indices)
+        for poll in self._polls.values():
+            poll.snapshot = bisect.bisect_left(old_indices, poll.snapshot)
 
     def _is_preferred(self, vertex: _Vertex) -> bool:
         sets = self._sets
@@ -488,9 +517,13 @@ class Avalanche:
 
     def _recompute_preferred_dag(self) -> None:
         """Rebuild strong preference after a conflict set changed preference."""
-        self._epoch += 1
+        self._pending_recompute = False
+        sp_mask = 0
         for vertex in self._processing:
             vertex.sp = self._is_preferred(vertex) and all(p.sp for p in vertex.parents)
+            if vertex.sp:
+                sp_mask |= 1 << vertex.index
+        self._sp_mask = sp_mask
         for vertex in self._vertices.values():
             vertex.d_children = 0
         for vertex in self._vertices.values():
@@ -500,12 +533,8 @@ class Avalanche:
         self._frontier = {
             v for v in self._vertices.values() if v.sp and v.d_children == 0
         }
-        for vertex in list(self._in_run):
-            if not vertex.sp:
-                self._reset_run(vertex)
-        for vertex in self._processing:
-            if vertex.sp and vertex.start < 0:
-                self._queue_unstarted(vertex)
+        for index in iter_bits(self._run_mask & ~sp_mask):
+            self._reset_run(self._by_index[index])
 
     # ------------------------------------------------------------------
     # Responder side
@@ -513,8 +542,9 @@ class Avalanche:
     def _votes_for(self, batch: tuple) -> tuple[tuple, list]:
         votes = []
         unknown = []
+        vertices = self._vertices
         for vid in batch:
-            vertex = self._vertices.get(vid)
+            vertex = vertices.get(vid)
             if vertex is not None:
                 if vertex.sp:
                     votes.append(vid)
@@ -552,6 +582,8 @@ class Avalanche:
     def _finish(self, now: float, actions: list[Action] | None = None) -> list[Action]:
         """Apply completed polls, start new ones, and collect the actions."""
         actions = [] if actions is None else actions
+        if self._pending_recompute:
+            self._recompute_preferred_dag()
         while self._polls:
             head = next(iter(self._polls.values()))
             if head.pending:
@@ -589,7 +621,6 @@ class Avalanche:
     def _send_poll(self, now: float) -> list[Action]:
         params = self.params
         tips = [v for v in self._frontier if v.state == _PROCESSING]
-        complete = 0 < len(tips) <= params.max_poll_batch
         if not tips:
             # Nothing processing is strongly preferred (every undecided vertex
             # descends from a losing conflict): ask about the processing tips.
@@ -602,48 +633,19 @@ class Avalanche:
         batch = tuple(v.vid for v in tips[-params.max_poll_batch :])
         request_id = self._next_request_id
         self._next_request_id += 1
-        poll = _Poll(
-            request_id,
-            batch,
-            complete,
-            self._seq,
-            self._epoch,
-            now + params.poll_timeout,
-        )
+        poll = _Poll(request_id, batch, self._next_index, now + params.poll_timeout)
         size = min(params.k, len(self._population))
         sample = self._rng.sample(self._population, size)
         self._polls[request_id] = poll
         self._counters["polls_sent"] += 1
         actions: list[Action] = []
         for peer in sample:
-            if peer == self._self_id and peer is not None:
+            if peer == self._self_id:
                 poll.replies.append(self._votes_for(batch)[0])
             else:
                 poll.pending.add(peer)
                 actions.append(SendPoll(peer, request_id, batch))
         return actions
-
-    def _apply(self, poll: _Poll, now: float) -> None:
-        self._poll_no += 1
-        params = self.params
-        full = 0
-        if poll.complete_batch and poll.batch and poll.epoch == self._epoch:
-            full = sum(1 for votes in poll.replies if votes == poll.batch)
-        if full >= params.alpha_confidence:
-            self._counters["fast_polls"] += 1
-            success = True
-            self._apply_fast(poll)
-        else:
-            success = self._apply_counted(poll)
-        if self._pending_recompute:
-            self._pending_recompute = False
-            self._recompute_preferred_dag()
-        self._accept_ready()
-        if success:
-            self._backoff = 0.0
-            self._next_poll_at = -math.inf
-        else:
-            self._record_failure(now)
 
     def _record_failure(self, now: float) -> None:
         params = self.params
@@ -654,93 +656,77 @@ class Avalanche:
         )
         self._next_poll_at = now + self._backoff
 
-    def _apply_fast(self, poll: _Poll) -> None:
-        """Credit every strongly preferred vertex older than the poll."""
-        p = self._poll_no
-        credited = {
-            member
-            for cset in self._contested
-            for member in cset.members
-            if member.sp and member.seq < poll.snapshot
-        }
-        for member in credited:
-            self._add_strength(member)
-        heap = self._unstarted
-        while heap and heap[0][0] < poll.snapshot:
-            vertex = heapq.heappop(heap)[2]
-            vertex.queued = False
-            if vertex.state == _PROCESSING and vertex.sp and vertex.start < 0:
-                self._start_run(vertex, p)
-
-    def _apply_counted(self, poll: _Poll) -> bool:
-        """Count each vertex's voters by walking ancestors; True on a quorum."""
+    def _apply(self, poll: _Poll, now: float) -> None:
+        """Apply one poll's votes: strengths, preference, confidence, accepts."""
+        self._poll_no += 1
         params = self.params
-        counts: Counter = Counter()
-        for votes, weight in Counter(poll.replies).items():
-            for vertex in self._closure(votes):
-                if vertex.seq < poll.snapshot:
-                    counts[vertex] += weight
-        p = self._poll_no
-        quorum = False
-        for vertex, count in counts.items():
-            if count >= params.alpha_preference:
-                quorum = True
-                if any(self._sets[key] in self._contested for key in vertex.keys):
-                    self._add_strength(vertex)
+        planes = [0] * params.k.bit_length()
+        closures = []
+        groups: dict[tuple, int] = {}
+        for votes in poll.replies:
+            groups[votes] = groups.get(votes, 0) + 1
+        for votes, weight in groups.items():
+            mask = self._closure_mask(votes)
+            if mask:
+                closures.append((mask, weight))
+                add_weighted(planes, mask, weight)
+        # A poll counts only for vertices that existed when it was sent.
+        universe = self._proc_mask & ((1 << poll.snapshot) - 1)
+        quorum = at_least(planes, params.alpha_preference, universe) != 0
+        if self._contested and self._record_strengths(closures, poll.snapshot):
+            quorum = True
         if self._pending_recompute:
-            self._pending_recompute = False
             self._recompute_preferred_dag()
-        for vertex in list(self._in_run):
-            if counts.get(vertex, 0) < params.alpha_confidence:
-                self._reset_run(vertex)
-        for vertex, count in counts.items():
-            if count >= params.alpha_confidence and vertex.sp and vertex.start < 0:
-                self._start_run(vertex, p)
-        return quorum
+        confident = at_least(planes, params.alpha_confidence, universe)
+        confident &= self._sp_mask
+        for index in iter_bits(self._run_mask & ~confident):
+            self._reset_run(self._by_index[index])
+        for index in iter_bits(confident & ~self._run_mask):
+            self._start_run(self._by_index[index])
+        self._accept_ready()
+        if quorum:
+            self._backoff = 0.0
+            self._next_poll_at = -math.inf
+        else:
+            self._record_failure(now)
 
-    def _closure(self, votes: tuple) -> set[_Vertex]:
-        seen: set[_Vertex] = set()
-        stack = []
+    def _closure_mask(self, votes: tuple) -> int:
+        mask = 0
+        vertices = self._vertices
         for vid in votes:
-            vertex = self._vertices.get(vid)
-            if (
-                vertex is not None
-                and vertex.state == _PROCESSING
-                and vertex not in seen
-            ):
-                seen.add(vertex)
-                stack.append(vertex)
-        while stack:
-            for parent in stack.pop().parents:
-                if parent.state == _PROCESSING and parent not in seen:
-                    seen.add(parent)
-                    stack.append(parent)
-        return seen
+            vertex = vertices.get(vid)
+            if vertex is not None and vertex.state == _PROCESSING:
+                mask |= vertex.anc
+        return mask & self._proc_mask
 
-    def _add_strength(self, vertex: _Vertex) -> None:
-        # Strength counts polls since the vertex first shared a conflict set:
-        # uncontested vertices skip the bookkeeping, which keeps the common
-        # poll free of per-vertex work.
-        vertex.strength += 1
-        for key in vertex.keys:
-            cset = self._sets[key]
-            if vertex.strength > cset.max_strength:
-                cset.max_strength = vertex.strength
-                if cset.pref is not vertex:
-                    cset.pref = vertex
-                    self._pending_recompute = True
+    def _record_strengths(self, closures: list, snapshot: int) -> bool:
+        """Feed vote counts to contested sets; True if any trie side had alpha."""
+        alpha = self.params.alpha_preference
+        reached = False
+        for cset in list(self._contested):
+            counts = {}
+            for member in cset.members:
+                if member.index < snapshot:
+                    counts[member] = sum(
+                        weight
+                        for mask, weight in closures
+                        if (mask >> member.index) & 1
+                    )
+            if cset.record_counts(counts, alpha):
+                reached = True
+            if cset.choose():
+                self._pending_recompute = True
+        return reached
 
-    def _start_run(self, vertex: _Vertex, p: int) -> None:
-        vertex.start = p
-        self._in_run.add(vertex)
-        self._runs.append((p, vertex))
+    def _start_run(self, vertex: _Vertex) -> None:
+        vertex.start = self._poll_no
+        self._run_mask |= 1 << vertex.index
+        self._runs.append((vertex.start, vertex))
 
     def _reset_run(self, vertex: _Vertex) -> None:
         vertex.start = -1
-        self._in_run.discard(vertex)
+        self._run_mask &= ~(1 << vertex.index)
         self._ready.discard(vertex)
-        if vertex.sp and vertex.state == _PROCESSING:
-            self._queue_unstarted(vertex)
 
     # ------------------------------------------------------------------
     # Decisions
@@ -748,13 +734,12 @@ class Avalanche:
     def _accept_ready(self) -> None:
         limit = self._poll_no - self.params.beta + 1
         runs = self._runs
-        candidates = []
+        work = deque()
         while runs and runs[0][0] <= limit:
             start, vertex = runs.popleft()
             if vertex.start == start and vertex.state == _PROCESSING:
                 self._ready.add(vertex)
-                candidates.append(vertex)
-        work = deque(candidates)
+                work.append(vertex)
         while work:
             vertex = work.popleft()
             if not self._can_accept(vertex):
@@ -762,7 +747,6 @@ class Avalanche:
             self._accept(vertex)
             work.extend(c for c in vertex.children if c in self._ready)
         if self._pending_recompute:
-            self._pending_recompute = False
             self._recompute_preferred_dag()
 
     def _can_accept(self, vertex: _Vertex) -> bool:
@@ -774,12 +758,19 @@ class Avalanche:
             and all(p.state == _ACCEPTED for p in vertex.parents)
         )
 
-    def _accept(self, vertex: _Vertex) -> None:
-        vertex.state = _ACCEPTED
+    def _forget_processing(self, vertex: _Vertex) -> None:
         vertex.start = -1
-        self._in_run.discard(vertex)
         self._ready.discard(vertex)
         del self._processing[vertex]
+        del self._by_index[vertex.index]
+        keep = ~(1 << vertex.index)
+        self._proc_mask &= keep
+        self._sp_mask &= keep
+        self._run_mask &= keep
+
+    def _accept(self, vertex: _Vertex) -> None:
+        vertex.state = _ACCEPTED
+        self._forget_processing(vertex)
         self._decided[vertex.vid] = True
         self._pending_accepted.append(vertex.vid)
         self._counters["accepted"] += 1
@@ -806,13 +797,10 @@ class Avalanche:
                 continue
             vertex.state = _REJECTED
             if vertex.sp:
-                # Rejection of a strongly preferred vertex means a conflict
-                # set lost its preferred member; rebuild from scratch.
+                # Only a vertex that lost strong preference can be rejected, so
+                # this is a bug guard: rebuild the preferred DAG from scratch.
                 self._pending_recompute = True
-            vertex.start = -1
-            self._in_run.discard(vertex)
-            self._ready.discard(vertex)
-            del self._processing[vertex]
+            self._forget_processing(vertex)
             del self._vertices[vertex.vid]
             self._frontier.discard(vertex)
             self._decided[vertex.vid] = False
@@ -834,7 +822,6 @@ class Avalanche:
         if len(cset.members) == 1:
             self._contested.discard(cset)
         if cset.pref is vertex:
-            # Strongest remaining member, earliest on ties.
-            cset.pref = max(cset.members, key=lambda m: (m.strength, -m.seq))
-            cset.max_strength = cset.pref.strength
+            cset.pref = cset.members[0]
+            cset.choose()
             self._pending_recompute = True
