@@ -29,8 +29,9 @@ Theory and invariants:
   ``max_fetch_attempts`` times, from the peers that referenced it in turn.
   A waiting vertex that is dropped takes its waiting descendants with it.
 - Ids are content hashes, so a cycle or a vertex naming itself needs a
-  SHA-256 preimage. Both are still checked, because a hash collision or a
-  bug elsewhere must not hang the orphan buffer.
+  SHA-256 preimage. Both are still checked (cycles through at most 64
+  buffered vertices), so that a forged id is rejected with a reason rather
+  than left to expire in the orphan buffer.
 - ``now`` is in seconds since the Unix epoch (``time.time()``), because
   vertex timestamps are wall-clock milliseconds and the clock-skew check
   compares the two.
@@ -110,6 +111,8 @@ _PERMANENT_REASONS: Final = frozenset(
 )
 # Peers remembered per missing id, asked in turn on repeat requests.
 _MAX_FETCH_PEERS: Final = 8
+# Buffered vertices visited per cycle check; see ``Admission._creates_cycle``.
+_CYCLE_SEARCH_LIMIT: Final = 64
 # Other copies of an unverified vertex (same id, other signature) kept in case
 # the first copy's signature turns out bad once the key arrives.
 _MAX_ALTERNATES: Final = 2
@@ -484,12 +487,18 @@ class Admission:
             orphan.alternates.append(copy)
 
     def _creates_cycle(self, vertex_id: bytes, missing: set[bytes]) -> bool:
-        """Return whether a waiting ancestor of ``vertex_id`` waits for it."""
+        """Return whether a waiting ancestor of ``vertex_id`` waits for it.
+
+        The search visits at most ``_CYCLE_SEARCH_LIMIT`` buffered vertices, so
+        a flood of orphans cannot make admission quadratic. A longer cycle
+        goes undetected here, but its members can never be admitted, so they
+        expire with the orphan TTL like any orphan whose parents never come.
+        """
         if vertex_id not in self._waiting_parent:
             return False
         stack = [p for p in missing if p in self._orphans]
         seen: set[bytes] = set()
-        while stack:
+        while stack and len(seen) < _CYCLE_SEARCH_LIMIT:
             current = stack.pop()
             if current == vertex_id:
                 return True
