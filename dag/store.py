@@ -51,7 +51,8 @@ Public API:
     ``.verify() -> VerifyReport``, ``.close()``; ``.path``, ``.network``,
     ``.genesis_id``
     ``rebuild(path, *, network: str | None = None) -> RebuildReport``
-    ``verify_file(path) -> VerifyReport`` (no open check, for damaged files)
+    ``verify_file(path) -> VerifyReport`` (no open check, for damaged files);
+    these three run the code in ``dag.repair``
     ``resolve_path(path) -> Path``, ``DEFAULT_FILENAME``
     Errors: ``StoreError(DagError)``, ``StoreCorrupted(StoreError)``.
 """
@@ -65,20 +66,21 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Self
+from typing import TYPE_CHECKING, Final, Self
 
 from dag import DagError, codec
 from dag.keys import InvalidKey, PublicKey
 from dag.vertex import Vertex, genesis_vertex
+
+if TYPE_CHECKING:
+    from dag.repair import RebuildReport, VerifyReport
 
 DEFAULT_FILENAME: Final = "dag.sqlite3"
 SCHEMA_VERSION: Final = 1
 # Recent rows whose parents and decisions are checked on every open; the
 # full check is ``verify``.
 RECENT_CHECK_ROWS: Final = 256
-_MAX_PROBLEMS: Final = 100
 
 _SCHEMA: Final = """
 CREATE TABLE meta (
@@ -145,28 +147,6 @@ _STATUS_BY_CODE: Final = {code: status for status, code in _STATUS_CODES.items()
 _ACCEPTED: Final = _STATUS_CODES[VertexStatus.ACCEPTED]
 _REJECTED: Final = _STATUS_CODES[VertexStatus.REJECTED]
 _PROCESSING: Final = _STATUS_CODES[VertexStatus.PROCESSING]
-
-
-@dataclass(frozen=True, slots=True)
-class VerifyReport:
-    """Result of a full store check; ``problems`` lists at most 100."""
-
-    path: Path
-    ok: bool
-    vertices: int
-    counts: dict[str, int]
-    problems: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class RebuildReport:
-    """Result of ``rebuild``: rows kept and dropped, and where the old file went."""
-
-    path: Path
-    damaged_copy: Path
-    kept: int
-    dropped: int
-    accepted: int
 
 
 def resolve_path(path: str | os.PathLike[str]) -> Path:
@@ -579,109 +559,25 @@ class Store:
 
     def verify(self) -> VerifyReport:
         """Check every row: SQLite integrity, ids, edges, ancestry, decisions."""
-        problems: list[str] = []
-        counts: dict[str, int] = {}
-        try:
-            for (message,) in self._conn.execute("PRAGMA integrity_check(20)"):
-                if message != "ok":
-                    problems.append(f"SQLite integrity: {message}")
-            problems.extend(self._row_problems())
-            counts = {str(status): count for status, count in self.counts().items()}
-        except sqlite3.DatabaseError as exc:
-            problems.append(f"SQLite reports {exc}")
-        return VerifyReport(
-            path=self.path,
-            ok=not problems,
-            vertices=sum(counts.values()),
-            counts=counts,
-            problems=problems[:_MAX_PROBLEMS],
-        )
+        from dag.repair import verify_store
 
-    def _row_problems(self) -> Iterator[str]:
-        conn = self._conn
-        version = conn.execute(
-            "SELECT value FROM meta WHERE key = 'schema_version'"
-        ).fetchone()
-        if version is None or version[0] != str(SCHEMA_VERSION):
-            yield f"schema version is {version and version[0]!r}, not {SCHEMA_VERSION}"
-        row = conn.execute(
-            "SELECT status FROM vertices WHERE id = ?", (self.genesis_id,)
-        ).fetchone()
-        if row is None or row[0] != _ACCEPTED:
-            yield "the genesis vertex is missing or not accepted"
-        found = 0
-        for seq, vertex_id, data in conn.execute(
-            "SELECT seq, id, data FROM vertices ORDER BY seq"
-        ):
-            problem = _row_problem(seq, vertex_id, data)
-            if problem is None:
-                problem = self._edge_problem(vertex_id, codec.decode_vertex(data))
-            if problem:
-                yield problem
-                found += 1
-                if found >= _MAX_PROBLEMS:
-                    return
-        for child, parent in conn.execute(
-            "SELECT e.child, e.parent FROM edges e LEFT JOIN vertices p "
-            "ON p.id = e.parent WHERE p.id IS NULL LIMIT ?",
-            (_MAX_PROBLEMS,),
-        ):
-            yield f"vertex {child.hex()} has missing parent {parent.hex()}"
-        for child, parent in conn.execute(
-            "SELECT c.id, p.id FROM vertices c JOIN edges e ON e.child = c.id "
-            "JOIN vertices p ON p.id = e.parent WHERE c.status = ? AND p.status != ? "
-            "LIMIT ?",
-            (_ACCEPTED, _ACCEPTED, _MAX_PROBLEMS),
-        ):
-            yield f"accepted vertex {child.hex()} has unaccepted parent {parent.hex()}"
-        for child, parent in conn.execute(
-            "SELECT c.id, p.id FROM vertices c JOIN edges e ON e.child = c.id "
-            "JOIN vertices p ON p.id = e.parent WHERE p.seq > c.seq LIMIT ?",
-            (_MAX_PROBLEMS,),
-        ):
-            yield f"vertex {child.hex()} is stored before its parent {parent.hex()}"
-
-    def _edge_problem(self, vertex_id: bytes, vertex: Vertex) -> str | None:
-        stored = {
-            row[0]
-            for row in self._conn.execute(
-                "SELECT parent FROM edges WHERE child = ?", (vertex_id,)
-            )
-        }
-        if stored != set(vertex.parents):
-            return f"vertex {vertex_id.hex()} has edges that differ from its parents"
-        return None
+        return verify_store(self)
 
 
 def verify_file(path: str | os.PathLike[str]) -> VerifyReport:
-    """Check a store file fully, without the open check that would raise.
+    """Check a store file fully without opening it; see ``dag.repair``."""
+    from dag.repair import verify_file as verify
 
-    A file that SQLite cannot read, or that has no readable network name,
-    gives a report listing that problem rather than an exception.
+    return verify(path)
 
-    Raises:
-        StoreError: the file does not exist.
-    """
-    path = resolve_path(path)
-    if not path.exists():
-        raise StoreError(f"DAG store {path} does not exist")
-    empty = VerifyReport(path=path, ok=False, vertices=0, counts={})
-    try:
-        conn = sqlite3.connect(path, isolation_level=None)
-    except sqlite3.Error as exc:
-        empty.problems.append(f"SQLite cannot open it: {exc}")
-        return empty
-    try:
-        network = _read_network(conn)
-        if network is None:
-            empty.problems.append("the meta table or the network name is unreadable")
-            return empty
-        return Store(conn, path, network, genesis_vertex(network).id).verify()
-    except sqlite3.DatabaseError as exc:
-        empty.problems.append(f"SQLite reports {exc}")
-        return empty
-    finally:
-        conn.close()
+
+def rebuild(
+    path: str | os.PathLike[str], *, network: str | None = None
+) -> RebuildReport:
+    """Copy the intact part of a damaged store into a new file; see ``dag.repair``."""
+    from dag.repair import rebuild as rebuild_store
+
+    return rebuild_store(path, network=network)
 
 
 def _row_problem(seq: int, vertex_id: bytes, data: bytes) -> str | None:
@@ -728,109 +624,6 @@ def _create(path: Path, network: str) -> None:
         conn.close()
     os.replace(tmp, path)
     _fsync_dir(path.parent)
-
-
-def rebuild(
-    path: str | os.PathLike[str], *, network: str | None = None
-) -> RebuildReport:
-    """Copy the intact part of a damaged store into a new file and swap it in.
-
-    A row is kept if it decodes, hashes to its id and all its parents were
-    kept; rows are read in storage order, which is topological. A decision
-    is kept if it is still valid (an acceptance needs accepted parents),
-    otherwise the vertex goes back to processing. The old file is renamed to
-    ``<name>.damaged-<UTC time>`` beside the new one.
-
-    Raises:
-        StoreError: the network is neither given nor readable from the file.
-    """
-    path = resolve_path(path)
-    old = sqlite3.connect(path, isolation_level=None)
-    try:
-        network = network or _read_network(old)
-        if network is None:
-            raise StoreError(
-                f"cannot read the network name from {path}; pass it explicitly"
-            )
-        new_path = path.with_name(f".{path.name}.rebuilding{os.getpid()}")
-        new_path.unlink(missing_ok=True)
-        _create(new_path, network)
-        with Store.open(new_path, network=network, sample_size=0) as new:
-            kept, dropped, decisions = _copy_rows(old, new)
-            accepted = _copy_decisions(new, decisions)
-    finally:
-        old.close()
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    damaged = path.with_name(f"{path.name}.damaged-{stamp}")
-    for suffix in ("", "-wal", "-shm"):
-        source = path.with_name(path.name + suffix)
-        if source.exists():
-            os.replace(source, damaged.with_name(damaged.name + suffix))
-    os.replace(new_path, path)
-    _fsync_dir(path.parent)
-    return RebuildReport(path, damaged, kept, dropped, accepted)
-
-
-def _read_network(conn: sqlite3.Connection) -> str | None:
-    try:
-        row = conn.execute("SELECT value FROM meta WHERE key = 'network'").fetchone()
-    except sqlite3.DatabaseError:
-        return None
-    return row[0] if row else None
-
-
-_Decision = tuple[int, bytes, int, tuple[bytes, ...]]
-
-
-def _copy_rows(old: sqlite3.Connection, new: Store) -> tuple[int, int, list[_Decision]]:
-    """Copy intact rows; return kept and dropped counts and the old decisions."""
-    kept = dropped = 0
-    kept_ids = {new.genesis_id}
-    decisions: list[_Decision] = []
-    batch: list[Vertex] = []
-    try:
-        rows = old.execute(
-            "SELECT seq, id, data, status, decided_seq FROM vertices ORDER BY seq"
-        )
-        for seq, vertex_id, data, status, decided_seq in rows:
-            if vertex_id == new.genesis_id:
-                continue
-            if _row_problem(seq, vertex_id, data) is not None:
-                dropped += 1
-                continue
-            vertex = codec.decode_vertex(data)
-            if not vertex.parents or not kept_ids.issuperset(vertex.parents):
-                dropped += 1
-                continue
-            kept_ids.add(vertex_id)
-            batch.append(vertex)
-            kept += 1
-            if status in (_ACCEPTED, _REJECTED) and decided_seq is not None:
-                decisions.append((decided_seq, vertex_id, status, vertex.parents))
-            if len(batch) >= 500:
-                new.put_vertices(batch)
-                batch.clear()
-    except sqlite3.DatabaseError:
-        # The scan stops at the first unreadable page; later rows are lost
-        # here and come back from peers.
-        pass
-    new.put_vertices(batch)
-    return kept, dropped, decisions
-
-
-def _copy_decisions(new: Store, decisions: list[_Decision]) -> int:
-    """Re-apply old decisions in their order, skipping those no longer valid."""
-    accepted_set = {new.genesis_id}
-    accepted: list[bytes] = []
-    rejected: list[bytes] = []
-    for _, vertex_id, status, parents in sorted(decisions):
-        if status == _REJECTED:
-            rejected.append(vertex_id)
-        elif accepted_set.issuperset(parents):
-            accepted_set.add(vertex_id)
-            accepted.append(vertex_id)
-    new.record_decisions(accepted, rejected)
-    return len(accepted)
 
 
 def _fsync_dir(directory: Path) -> None:
