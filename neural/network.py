@@ -48,6 +48,23 @@ from neural.params import (
     TrainingParams,
 )
 
+# Activations whose output no longer changes (to float64 precision, or to
+# within 1e-260 for SIGMOID's lower tail) long before the sum reaches C FANN's
+# clip at +-150 / steepness, so the clip pass can be skipped for them.
+SATURATING = frozenset(
+    {
+        Activation.SIGMOID,
+        Activation.SIGMOID_SYMMETRIC,
+        Activation.SIGMOID_STEPWISE,
+        Activation.SIGMOID_SYMMETRIC_STEPWISE,
+        Activation.THRESHOLD,
+        Activation.THRESHOLD_SYMMETRIC,
+        Activation.GAUSSIAN,
+        Activation.GAUSSIAN_SYMMETRIC,
+        Activation.GAUSSIAN_STEPWISE,
+    }
+)
+
 # Below this many rows the thread-limit switch costs more than it saves.
 _THREAD_LIMIT_ROWS = 64
 
@@ -68,6 +85,7 @@ class _Layer:
     matrix: np.ndarray  # (count, width)
     positions: np.ndarray | None  # flat positions in matrix, None for a view
     groups: list[tuple[int, slice | np.ndarray]]
+    clip: bool  # False when every activation saturates long before the clip
     steepness: np.ndarray | float
     max_sum: np.ndarray | float
     sources: np.ndarray  # global source index per connection of the layer
@@ -227,6 +245,7 @@ class Network:
                 self._make_layer(index, first, count, in_start, width, first_con)
             )
         self._row_buffers = None
+        self._scaled = None
 
     def _make_layer(self, index, first, count, in_start, width, first_con) -> _Layer:
         start, stop = int(first_con[first]), int(first_con[first + count])
@@ -276,6 +295,8 @@ class Network:
             matrix=matrix,
             positions=positions,
             groups=self._groups(self.activation[first : first + count]),
+            clip=not set(np.unique(self.activation[first : first + count]))
+            <= SATURATING,
             steepness=self._uniform(steep),
             max_sum=self._uniform(150.0 / np.where(steep > 0, steep, 1.0)),
             sources=self.sources[start:stop],
@@ -302,7 +323,7 @@ class Network:
         for layer in self._layers:
             if layer.positions is not None:
                 layer.matrix.flat[layer.positions] = self._weights[layer.con]
-        self._row_buffers = None
+        self._scaled = None
 
     # -- activations ---------------------------------------------------------
 
@@ -461,85 +482,105 @@ class Network:
                 f"expected inputs of shape (rows, {self.num_inputs}), got {x.shape}"
             )
         if x.shape[0] < _THREAD_LIMIT_ROWS:
-            return self.forward(x)[-1][1]
+            return self.forward(x, keep_sums=False)[-1][1]
         with single_blas_thread():
-            return self.forward(x)[-1][1]
+            return self.forward(x, keep_sums=False)[-1][1]
 
-    def forward(self, x: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    def forward(
+        self, x: np.ndarray, keep_sums: bool = True
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
         """Return (sums, values) of every non-input layer for all rows.
 
-        `sums` are the clipped, steepness-scaled sums the activation saw.
-        For a shortcut network, values of earlier layers feed later ones.
+        `sums` are the clipped, steepness-scaled sums the activation saw;
+        with ``keep_sums=False`` the activation overwrites them, and
+        ``sums is values``. For a shortcut network, values of earlier layers
+        feed later ones.
         """
-        rows = x.shape[0]
-        layered = self.network_type == NetworkType.LAYER
+        scaled = self._scaled_weights()
         trace = []
-        if layered:
+        if self.network_type == NetworkType.LAYER:
             prev = x
-            for layer in self._layers:
-                s = prev @ layer.matrix[:, :-1].T
-                s += layer.matrix[:, -1]
-                v = self._activate_layer(layer, s)
+            for layer, (weights, bias) in zip(self._layers, scaled):
+                s = prev @ weights.T
+                s += bias
+                v = self._activate_layer(layer, s, keep_sums)
                 trace.append((s, v))
                 prev = v
             return trace
-        values = np.empty((rows, self.total_neurons))
+        values = np.empty((x.shape[0], self.total_neurons))
         values[:, : self.num_inputs] = x
         values[:, self.num_inputs] = 1.0
-        for layer in self._layers:
-            s = values[:, : layer.width] @ layer.matrix.T
-            v = self._activate_layer(layer, s)
+        for layer, (weights, _) in zip(self._layers, scaled):
+            s = values[:, : layer.width] @ weights.T
+            v = self._activate_layer(layer, s, keep_sums)
             values[:, layer.first : layer.first + layer.count] = v
             trace.append((s, v))
         self._shortcut_values = values
         return trace
 
+    def _scaled_weights(self) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """Return per layer the weights times the steepness, and the bias.
+
+        Folding the steepness into a cached copy saves a pass over every
+        row: ``x @ (k * W).T + k * b`` is the scaled sum C FANN computes.
+        For a layered network the bias column is split off; a shortcut
+        network keeps it inside (its bias is an input column).
+        """
+        if self._scaled is None:
+            scaled = []
+            for layer in self._layers:
+                k = layer.steepness
+                k_col = k if np.isscalar(k) else np.asarray(k)[:, None]
+                full = layer.matrix * k_col
+                if self.network_type == NetworkType.LAYER:
+                    scaled.append(
+                        (np.ascontiguousarray(full[:, :-1]), full[:, -1].copy())
+                    )
+                else:
+                    scaled.append((full, None))
+            self._scaled = scaled
+        return self._scaled
+
     @staticmethod
-    def _activate_layer(layer: _Layer, s: np.ndarray) -> np.ndarray:
-        s *= layer.steepness
-        np.clip(s, -layer.max_sum, layer.max_sum, out=s)
+    def _activate_layer(layer: _Layer, s: np.ndarray, keep_sums: bool) -> np.ndarray:
+        if layer.clip:
+            np.clip(s, -layer.max_sum, layer.max_sum, out=s)
         if len(layer.groups) == 1:
-            return activate(layer.groups[0][0], s)
+            return activate(layer.groups[0][0], s, out=None if keep_sums else s)
         v = np.empty_like(s)
         for act, cols in layer.groups:
             v[..., cols] = activate(act, s[..., cols])
         return v
 
     def _run_row(self, x: np.ndarray) -> np.ndarray:
+        scaled = self._scaled_weights()
         if self._row_buffers is None:
-            self._row_buffers = [
-                (
-                    np.ascontiguousarray(layer.matrix[:, :-1]),
-                    layer.matrix[:, -1].copy(),
-                    np.empty(layer.count),
-                )
-                for layer in self._layers
-            ]
+            self._row_buffers = [np.empty(layer.count) for layer in self._layers]
             self._row_values = np.empty(self.total_neurons)
         if self.network_type != NetworkType.LAYER:
-            return self._run_row_shortcut(x)
+            return self._run_row_shortcut(x, scaled)
         prev = x
-        for layer, (weights, bias, buf) in zip(self._layers, self._row_buffers):
+        for layer, (weights, bias), buf in zip(self._layers, scaled, self._row_buffers):
             np.dot(weights, prev, out=buf)
             buf += bias
             self._activate_row(layer, buf)
             prev = buf
         return prev.copy()
 
-    def _run_row_shortcut(self, x: np.ndarray) -> np.ndarray:
+    def _run_row_shortcut(self, x: np.ndarray, scaled) -> np.ndarray:
         values = self._row_values
         values[: self.num_inputs] = x
         values[self.num_inputs] = 1.0
-        for layer, (_, _, buf) in zip(self._layers, self._row_buffers):
-            np.dot(layer.matrix, values[: layer.width], out=buf)
+        for layer, (weights, _), buf in zip(self._layers, scaled, self._row_buffers):
+            np.dot(weights, values[: layer.width], out=buf)
             self._activate_row(layer, buf)
             values[layer.first : layer.first + layer.count] = buf
-        return self._row_buffers[-1][2].copy()
+        return self._row_buffers[-1].copy()
 
     @staticmethod
     def _activate_row(layer: _Layer, buf: np.ndarray) -> None:
-        buf *= layer.steepness
-        np.clip(buf, -layer.max_sum, layer.max_sum, out=buf)
+        if layer.clip:
+            np.clip(buf, -layer.max_sum, layer.max_sum, out=buf)
         if len(layer.groups) == 1:
             activate(layer.groups[0][0], buf, out=buf)
         else:
