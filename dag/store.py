@@ -217,6 +217,11 @@ class Store:
                 raise StoreError(f"DAG store {path} does not exist")
             if network is None:
                 raise StoreError(f"cannot create DAG store {path} without a network")
+            if not path.parent.is_dir():
+                raise StoreError(
+                    f"cannot create DAG store {path}: directory {path.parent} "
+                    "does not exist"
+                )
             _create(path, network)
         try:
             conn = _connect(path, synchronous)
@@ -596,9 +601,11 @@ def _row_problem(seq: int, vertex_id: bytes, data: bytes) -> str | None:
 def _create(path: Path, network: str) -> None:
     """Build a new store under a temporary name and rename it into place."""
     genesis = genesis_vertex(network)
-    tmp = path.with_name(f".{path.name}.creating{os.getpid()}")
-    for leftover in (tmp, tmp.with_name(tmp.name + "-wal")):
+    # A crash during an earlier creation can leave temporary files; they
+    # never hold accepted data, because nothing is accepted before the rename.
+    for leftover in path.parent.glob(f".{path.name}.creating*"):
         leftover.unlink(missing_ok=True)
+    tmp = path.with_name(f".{path.name}.creating{os.getpid()}")
     conn = _connect(tmp, "FULL")
     try:
         conn.execute("BEGIN IMMEDIATE")

@@ -351,7 +351,7 @@ def test_key_requests_bounded(genesis):
     assert requests == [RequestKey("p", carol.key_id)] * 2
 
 
-def test_forged_copy_waiting_for_key_does_not_block_valid(genesis):
+def test_forged_copy_keeps_valid_copy(genesis):
     carol = seeded_key("carol")
     core = _admission(genesis)
     vertex = child(carol, [genesis], 1)

@@ -278,3 +278,16 @@ def test_rebuild_keeps_intact_prefix(tmp_path, genesis):
         assert rebuilt.verify().ok
         assert rebuilt.tail(100) == [genesis, *chain[:12]]
         assert rebuilt.accepted_ids() == [genesis.id] + [v.id for v in chain[:10]]
+
+
+def test_create_in_missing_directory_rejected(tmp_path):
+    with pytest.raises(StoreError, match="does not exist"):
+        Store.open(tmp_path / "absent" / DEFAULT_FILENAME, network=NETWORK)
+
+
+def test_create_removes_leftover_temporary_files(tmp_path):
+    leftover = tmp_path / f".{DEFAULT_FILENAME}.creating12345"
+    leftover.write_bytes(b"half-written")
+    Store.open(tmp_path, network=NETWORK).close()
+    assert not leftover.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
