@@ -1,10 +1,10 @@
 """One BLAS thread for the engine's matrix products.
 
 The engine's products are tall and thin (thousands of rows, tens of
-columns). On the 2-core development machine OpenBLAS's second thread made
-them 1.5x to 15x slower (3600 x 21 @ 21 x 16: 1330 us with two threads,
-81 us with one), so training and batched runs hold BLAS to one thread while
-they work. Without threadpoolctl the limit is skipped.
+columns). On a shared 2-core machine OpenBLAS 0.3.31's second thread made
+them 1.5x to 15x slower: 3600 x 21 @ 21 x 16 took 1330 us with two threads
+and 81 us with one. Training and batched runs therefore hold BLAS to one
+thread while they work. Without threadpoolctl the limit is skipped.
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@ Public API: ``find_library() -> str | None``, ``CFann(path_or_lib)``,
 ``CNet`` (``load``, ``save``, ``run``, ``train_epoch``, ``test``,
 ``close``), ``CData`` (a C ``fann_train_data``), ``CFannError``.
 
-Tests and the benchmark use it to check files against, and time against,
-the float build of C FANN (Debian's ``libfann-dev`` ships it as
-``libfloatfann.so.2``; ``bench/setup`` installs it). The engine itself
+Tests check files against the float build of C FANN with it, and the
+benchmark times that build. Debian's ``libfann-dev`` ships it as
+``libfloatfann.so.2``, and ``bench/setup`` installs it. The engine itself
 never needs it.
 """
 

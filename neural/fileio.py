@@ -7,10 +7,10 @@ Public API:
     ``parse_data(text, source)``, ``write_data(data, path)``,
     ``format_data(data) -> str``; ``FileFormatError``.
 
-`.net` files: ``FANN_FLO_2.1`` (with or without the ``cascade_min_*``
+Reading accepts ``FANN_FLO_2.1`` (with or without the ``cascade_min_*``
 lines that older writers omit), ``FANN_FLO_2.0`` (no scaling lines) and
 ``FANN_FIX_2.0`` (integers scaled by ``2**decimal_point``, converted on
-load) are read; ``FANN_FLO_2.1`` is written, byte for byte as C FANN 2.2.0's
+load). Writing produces ``FANN_FLO_2.1``, byte for byte as C FANN 2.2.0's
 ``fann_save`` writes it. Keys must come in C FANN's order, since C FANN
 reads them with one ``fscanf`` each.
 
@@ -335,13 +335,17 @@ def _parse_neurons(reader, total, scale_factor, layered, layer_neurons):
         reader.fail(
             f"{len(items)} neurons", f"{total} neurons (the sum of layer_sizes)"
         )
+
     num_inputs = np.empty(total, dtype=np.int64)
     activation = np.empty(total, dtype=np.int64)
     steepness = np.empty(total)
-    bias = np.zeros(total, dtype=bool)
-    bias[: layer_neurons[0]] = True
+
+    # Input and bias neurons have no steepness (C FANN writes 0 for them).
+    no_steepness = np.zeros(total, dtype=bool)
+    no_steepness[: layer_neurons[0]] = True
     if layered:
-        bias[np.cumsum(layer_neurons) - 1] = True
+        no_steepness[np.cumsum(layer_neurons) - 1] = True
+
     for index, (count, act, steep) in enumerate(items):
         num_inputs[index] = _int(count, src, line, f"an input count for neuron {index}")
         activation[index] = _int(
@@ -355,7 +359,7 @@ def _parse_neurons(reader, total, scale_factor, layered, layer_neurons):
         steepness[index] = (
             _float(steep, src, line, f"a steepness for neuron {index}") / scale_factor
         )
-        if not bias[index] and steepness[index] <= 0:
+        if not no_steepness[index] and steepness[index] <= 0:
             raise FileFormatError(
                 src, line, steep, f"a steepness > 0 for neuron {index}"
             )
