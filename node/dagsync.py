@@ -86,6 +86,7 @@ class DagSync:
         reqresp.set_handler(FETCH_METHOD, self._handle_fetch)
         reqresp.set_handler(KEY_METHOD, self._handle_key)
         channel = await node.p2p.gossip.subscribe(VERTEX_TOPIC, _validate_vertex_bytes)
+        node.metrics.watch_gossip(node.p2p.gossip.stats)
 
         node.start_service("dag.gossip", self._read_gossip, channel)
         node.start_service("dag.driver", self._drive)
@@ -197,7 +198,6 @@ class DagSync:
 
     async def _read_gossip(self, channel) -> None:
         async for message in channel:
-            self.node.metrics.gossip_messages.labels(direction="in").inc()
             actions = self.admission.on_vertex_bytes(
                 message.forwarder, message.data, time.time()
             )
@@ -212,8 +212,6 @@ class DagSync:
             # Peers still learn the vertex: they fetch it by id when a poll
             # or a child names it.
             log.warning("vertex gossip failed error=%s", error)
-            return
-        self.node.metrics.gossip_messages.labels(direction="out").inc()
 
     async def _fetch_vertices(self, peer: str, ids: Sequence[bytes]) -> None:
         from dag import codec
@@ -480,7 +478,7 @@ class DagSync:
 
     def _rejected(self, action: Any) -> None:
         reason = str(action.reason)
-        self.node.metrics.invalid_messages.labels(reason=reason).inc()
+        self.node.metrics.count_invalid(reason)
         vertex = action.vertex_id.hex() if action.vertex_id else "-"
         if action.peer == self.node.peer_id:
             log.error("own vertex rejected vertex=%s reason=%s", vertex, reason)
@@ -494,7 +492,7 @@ class DagSync:
         self.node.p2p.guard.report(action.peer, f"vertex {reason}")
 
     def _misbehaved(self, peer: str, reason: str) -> None:
-        self.node.metrics.invalid_messages.labels(reason=reason).inc()
+        self.node.metrics.count_invalid(reason)
         log.warning("peer misbehaved peer_id=%s reason=%s", peer, reason)
         self.node.p2p.guard.report(peer, reason)
 

@@ -8,8 +8,8 @@ Public API::
     metrics = NodeMetrics()
     metrics.registry                      # CollectorRegistry served on /metrics
     metrics.peers.set(n)
-    metrics.gossip_messages.labels(direction="in").inc()
-    metrics.invalid_messages.labels(reason="bad-signature").inc()
+    metrics.watch_gossip(gossip.stats)    # gossip messages in/out, rejections
+    metrics.count_invalid("bad_signature")
     metrics.vertices.labels(event="admitted" | "accepted" | "rejected").inc()
     metrics.finality_seconds.observe(seconds)
     metrics.tasks_served.labels(outcome="ok" | "failed").inc()
@@ -18,9 +18,12 @@ Public API::
 
 from __future__ import annotations
 
-from typing import Final
+from collections import Counter as Tally
+from collections.abc import Callable, Iterator
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
 
 # Finality on a loopback testnet is tens to hundreds of milliseconds; the
 # upper buckets catch stalls while polls cannot reach a quorum.
@@ -39,18 +42,6 @@ class NodeMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.peers = Gauge("synaptic_mesh_peers", "Connected libp2p peers", registry=r)
-        self.gossip_messages = Counter(
-            "synaptic_mesh_gossip_messages",
-            "Gossip messages received (in) and published (out)",
-            ["direction"],
-            registry=r,
-        )
-        self.invalid_messages = Counter(
-            "synaptic_mesh_invalid_messages",
-            "Messages from peers rejected as invalid, by reason",
-            ["reason"],
-            registry=r,
-        )
         self.vertices = Counter(
             "synaptic_mesh_vertices",
             "Vertices admitted into the DAG, and accepted or rejected by consensus",
@@ -75,14 +66,61 @@ class NodeMetrics:
             buckets=INFERENCE_BUCKETS,
             registry=r,
         )
+        self._invalid: Tally[str] = Tally()
+        self._gossip_stats: Callable[[], Any] | None = None
+        r.register(_GossipCollector(self))
         # Label values that always exist make scrapes show zeros instead of
         # missing series before the first event.
-        for direction in ("in", "out"):
-            self.gossip_messages.labels(direction=direction)
         for event in ("admitted", "accepted", "rejected"):
             self.vertices.labels(event=event)
+
+    def count_invalid(self, reason: str) -> None:
+        """Count one invalid message from a peer that the node itself rejected."""
+        self._invalid[reason] += 1
+
+    def watch_gossip(self, stats: Callable[[], Any]) -> None:
+        """Export the gossip layer's counters, read from `stats()` at each scrape.
+
+        `stats` returns a ``p2p.gossip.GossipStats``; its rejections by reason
+        join the node's own in ``synaptic_mesh_invalid_messages``.
+        """
+        self._gossip_stats = stats
 
     def value(self, name: str, **labels: str) -> float:
         """Return the current value of sample `name`, or 0.0 when absent."""
         found = self.registry.get_sample_value(name, labels or None)
         return 0.0 if found is None else found
+
+
+class _GossipCollector:
+    """Reads counters kept elsewhere at scrape time, so they are never copied."""
+
+    def __init__(self, metrics: NodeMetrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        stats = self._metrics._gossip_stats() if self._metrics._gossip_stats else None
+        messages = CounterMetricFamily(
+            "synaptic_mesh_gossip_messages",
+            "Gossip messages delivered to this node (in) and published by it (out)",
+            labels=["direction"],
+        )
+        messages.add_metric(["in"], stats.delivered if stats else 0)
+        messages.add_metric(["out"], stats.published if stats else 0)
+        yield messages
+
+        invalid = CounterMetricFamily(
+            "synaptic_mesh_invalid_messages",
+            "Messages from peers rejected as invalid, by reason",
+            labels=["reason"],
+        )
+        reasons = Tally(self._metrics._invalid)
+        if stats is not None:
+            for reason, count in stats.rejected_by_reason.items():
+                reasons[f"gossip: {reason}"] += count
+        for reason, count in sorted(reasons.items()):
+            invalid.add_metric([reason], count)
+        yield invalid

@@ -26,6 +26,8 @@ def register(subparsers) -> None:
         dest="dag_command", metavar="SUBCOMMAND", required=True
     )
     _add_verify(commands)
+    _add_tail(commands)
+    _add_show(commands)
 
 
 def _add_verify(commands) -> None:
@@ -115,3 +117,72 @@ def _format_report(report: dict) -> str:
     lines.extend(f"  {problem}" for problem in report["problems"])
     lines.append("run again with --rebuild to keep the intact vertices")
     return "\n".join(lines)
+
+
+def _add_tail(commands) -> None:
+    from node.commands._common import add_data_dir
+
+    parser = commands.add_parser(
+        "tail",
+        help="list the most recent vertices of a running node",
+        description=(
+            "List the N most recently stored vertices of the running node, oldest "
+            "first: id, consensus status, payload type, author key id and time."
+        ),
+    )
+    add_data_dir(parser)
+    parser.add_argument(
+        "-n", type=int, default=20, metavar="N", help="number of vertices (default: 20)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the raw JSON")
+    parser.set_defaults(func=run_tail)
+
+
+def run_tail(args: argparse.Namespace) -> int:
+    import time
+
+    from node.commands._common import client_of, print_json
+
+    vertices = client_of(args).get("/dag/tail", n=args.n)
+    if args.json:
+        print_json(vertices)
+        return 0
+    for vertex in vertices:
+        when = time.strftime(
+            "%Y-%m-%dT%H:%M:%SZ", time.gmtime(vertex["timestamp_ms"] / 1000)
+        )
+        print(
+            f"{vertex['id']}  {vertex['status']:<10}  {vertex['payload_type']:<12}  "
+            f"{vertex['author'][:16]}  {when}"
+        )
+    return 0
+
+
+def _add_show(commands) -> None:
+    from node.commands._common import add_data_dir
+
+    parser = commands.add_parser(
+        "show",
+        help="show one vertex of a running node with its decoded payload",
+        description="Show one vertex, its consensus status and its decoded payload.",
+    )
+    add_data_dir(parser)
+    parser.add_argument("vertex_id", metavar="ID", help="vertex id, 64 hex digits")
+    parser.add_argument("--json", action="store_true", help="print the raw JSON")
+    parser.set_defaults(func=run_show)
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from node.commands._common import client_of, print_json
+
+    vertex = client_of(args).get(f"/dag/vertex/{args.vertex_id}")
+    if args.json:
+        print_json(vertex)
+        return 0
+    for key in ("id", "status", "payload_type", "author", "scheme", "timestamp_ms"):
+        print(f"{key:<14}{vertex[key]}")
+    print(f"{'parents':<14}{' '.join(vertex['parents'])}")
+    print(f"{'conflict_keys':<14}{' '.join(vertex['conflict_keys']) or '-'}")
+    print(f"{'signature':<14}{vertex['signature_bytes']} bytes")
+    print(f"{'payload':<14}{json.dumps(vertex['payload'], sort_keys=True)}")
+    return 0

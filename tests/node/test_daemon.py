@@ -134,6 +134,14 @@ def test_two_nodes_agree_on_published_vertex(tmp_path, daemons):
     assert shown["payload_type"] == "message"
     assert shown["author"] == first.runtime()["vertex_key_id"]
 
+    shown_cli = second.cli("dag", "show", vertex_id)
+    assert shown_cli.returncode == 0, shown_cli.stderr
+    assert "status        accepted" in shown_cli.stdout
+    assert '"text": "hello from the first node"' in shown_cli.stdout
+    tail = second.cli("dag", "tail", "-n", "5")
+    assert tail.returncode == 0, tail.stderr
+    assert f"{vertex_id}  accepted" in tail.stdout
+
     # The other direction, so both nodes issue and both accept.
     back = second.cli("publish", "greetings", "and back", "--json")
     assert back.returncode == 0, back.stderr + second.stderr()
@@ -141,10 +149,31 @@ def test_two_nodes_agree_on_published_vertex(tmp_path, daemons):
     first_client = ApiClient.from_data_dir(first.data_dir)
     wait_for(lambda: _accepted(first_client, back_id), 20, "the reply to be accepted")
 
+    metrics = _scrape(first.runtime()["metrics"])
+    assert metrics["synaptic_mesh_peers"] == 1
+    assert metrics['synaptic_mesh_vertices_total{event="accepted"}'] >= 2
+    assert metrics['synaptic_mesh_vertices_total{event="admitted"}'] >= 2
+    assert metrics["synaptic_mesh_finality_seconds_count"] >= 1
+    assert metrics['synaptic_mesh_gossip_messages_total{direction="out"}'] >= 1
+    assert metrics['synaptic_mesh_gossip_messages_total{direction="in"}'] >= 1
+
     for daemon in (first, second):
         code, seconds = daemon.stop()
         assert code == 0, daemon.stderr()
         assert seconds < 5.0
+
+
+def _scrape(address: str) -> dict[str, float]:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
 
 
 def _accepted(client: ApiClient, vertex_id: str):

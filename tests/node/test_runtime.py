@@ -1,0 +1,159 @@
+"""Node hooks with real hosts, stores and signatures, several nodes in one process."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import pytest
+import trio
+
+from node.commands.init import init_data_dir
+from node.config import load_config
+from node.runtime import open_node
+
+pytestmark = pytest.mark.slow
+
+
+def _config(data_dir, bootstrap=()):
+    overrides = {"p2p.bootstrap": list(bootstrap) or None, "metrics.listen": "off"}
+    return load_config(data_dir, env={}, overrides=overrides)
+
+
+@asynccontextmanager
+async def _mesh(tmp_path, count, *, names=None):
+    names = names or [f"node{i}" for i in range(count)]
+    for name in names:
+        if not (tmp_path / name / "vertex.key").exists():
+            init_data_dir(tmp_path / name, network="test", force=False)
+    async with AsyncExitStack() as stack:
+        nodes = []
+        for name in names:
+            bootstrap = [nodes[0].p2p.listen_addrs[0]] if nodes else []
+            node = await stack.enter_async_context(
+                open_node(_config(tmp_path / name, bootstrap))
+            )
+            nodes.append(node)
+        await _connected(nodes)
+        yield nodes
+
+
+async def _connected(nodes, timeout=20.0):
+    """Wait until every node counts every other node as a voter."""
+    with trio.fail_after(timeout):
+        while True:
+            ready = all(
+                {other.peer_id for other in nodes if other is not node}
+                <= node.dag._peers
+                for node in nodes
+            )
+            if ready:
+                return
+            await trio.sleep(0.02)
+
+
+async def test_issued_vertex_accepted_everywhere_with_callbacks(tmp_path):
+    seen = {}
+    async with _mesh(tmp_path, 3) as nodes:
+        for node in nodes:
+            events = seen.setdefault(node.peer_id, [])
+            node.on_vertex(
+                "note",
+                lambda vertex, status, events=events: events.append(
+                    (vertex.id, status)
+                ),
+            )
+
+        vertex_id = await nodes[0].issue_vertex("note", {"n": 1})
+        for node in nodes:
+            assert await node.wait_decided(vertex_id, 30) == "accepted"
+            assert node.vertex_status(vertex_id) == "accepted"
+            assert node.store.get(vertex_id).payload_type == "note"
+
+    for node_events in seen.values():
+        assert node_events == [(vertex_id, "admitted"), (vertex_id, "accepted")]
+
+
+async def test_conflicting_vertices_one_wins_on_all_nodes(tmp_path):
+    async with _mesh(tmp_path, 3) as nodes:
+        key = b"model-name:digits"
+        ids = []
+        async with trio.open_nursery() as nursery:
+
+            async def issue(node, text):
+                ids.append(await node.issue_vertex("claim", {"by": text}, [key]))
+
+            for index, node in enumerate(nodes):
+                nursery.start_soon(issue, node, f"node{index}")
+
+        outcomes = []
+        for node in nodes:
+            statuses = []
+            for vertex_id in ids:
+                statuses.append(await node.wait_decided(vertex_id, 30))
+            outcomes.append(statuses)
+
+    assert len(ids) == 3
+    assert outcomes[0].count("accepted") == 1
+    assert outcomes[0].count("rejected") == 2
+    assert outcomes[1] == outcomes[0]
+    assert outcomes[2] == outcomes[0]
+
+
+async def test_async_callback_runs_and_failing_callback_is_contained(tmp_path, caplog):
+    async with _mesh(tmp_path, 2) as nodes:
+        done = trio.Event()
+
+        def broken(vertex, status):
+            raise RuntimeError("callback bug")
+
+        async def record(vertex, status):
+            if status == "accepted":
+                done.set()
+
+        nodes[1].on_vertex("note", broken)
+        nodes[1].on_vertex("note", record)
+        await nodes[0].issue_vertex("note", {"n": 2})
+        with trio.fail_after(30):
+            await done.wait()
+    assert "vertex callback failed payload_type=note" in caplog.text
+
+
+async def test_undecided_vertex_reloaded_after_restart(tmp_path):
+    # Alone, a node cannot reach alpha_preference=2 votes, so its vertex
+    # stays processing; after a restart with a peer it must be decided.
+    init_data_dir(tmp_path / "a", network="test", force=False)
+    async with open_node(_config(tmp_path / "a")) as alone:
+        vertex_id = await alone.issue_vertex("note", {"n": 3})
+        assert await alone.wait_decided(vertex_id, 0.5) == "processing"
+
+    async with _mesh(tmp_path, 2, names=["a", "b"]) as (first, second):
+        assert first.vertex_status(vertex_id) == "processing"
+        assert await first.wait_decided(vertex_id, 30) == "accepted"
+        assert await second.wait_decided(vertex_id, 30) == "accepted"
+
+
+async def test_status_reports_peers_topics_counts_and_services(tmp_path):
+    async with _mesh(tmp_path, 2) as (first, second):
+        vertex_id = await first.issue_vertex("note", {"n": 4})
+        await first.wait_decided(vertex_id, 30)
+        status = first.status()
+    assert status["peers"] == [second.peer_id]
+    assert "/synaptic-mesh/test/vertices/1" in status["topics"]
+    assert status["dag"]["accepted"] == 2  # the genesis and the note
+    assert status["dag"]["vertices"] == 2
+    assert {"dag.driver", "dag.gossip", "dag.peers"} <= {
+        s["name"] for s in status["services"]
+    }
+    assert all(
+        s["state"] == "running"
+        for s in status["services"]
+        if s["name"].startswith("dag.")
+    )
+
+
+async def test_oversized_payload_is_a_node_error(tmp_path):
+    from node import NodeError
+
+    async with _mesh(tmp_path, 1) as (node,):
+        with pytest.raises(NodeError, match="note"):
+            await node.issue_vertex("note", {"blob": "x" * (1 << 20)})
