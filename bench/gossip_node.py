@@ -93,6 +93,7 @@ class NodeProcess:
         )
         self._replies: queue.Queue[dict[str, Any]] = queue.Queue()
         self._ids = itertools.count(1)
+        self._early: dict[Any, dict[str, Any]] = {}
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         self.peer_id = ""
@@ -115,7 +116,7 @@ class NodeProcess:
 
     def _wait_reply(self, request_id: int, timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
-        while True:
+        while request_id not in self._early:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise NodeError(f"node {self.index}: no reply to request {request_id}")
@@ -124,17 +125,19 @@ class NodeProcess:
             except queue.Empty:
                 continue
             if reply.get("eof"):
+                self._replies.put(reply)
                 raise NodeError(
                     f"node {self.index} exited with {self.proc.poll()} "
                     f"before answering request {request_id}"
                 )
-            if reply.get("id") == request_id:
-                if not reply.get("ok", False):
-                    raise NodeError(f"node {self.index}: {reply.get('error')}")
-                return reply
+            self._early[reply.get("id")] = reply
+        reply = self._early.pop(request_id)
+        if not reply.get("ok", False):
+            raise NodeError(f"node {self.index}: {reply.get('error')}")
+        return reply
 
-    def request(self, cmd: str, timeout: float = 30.0, **fields: Any) -> dict[str, Any]:
-        """Send one command and return its reply; raise NodeError on failure."""
+    def send(self, cmd: str, **fields: Any) -> int:
+        """Send one command without waiting; return its id for `wait`."""
         request_id = next(self._ids)
         line = json.dumps({"id": request_id, "cmd": cmd, **fields}) + "\n"
         assert self.proc.stdin is not None
@@ -143,7 +146,18 @@ class NodeProcess:
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError) as exc:
             raise NodeError(f"node {self.index} is gone: {exc}") from exc
+        return request_id
+
+    def wait(self, request_id: int, timeout: float = 30.0) -> dict[str, Any]:
+        """Return the reply to request `request_id`; raise NodeError on failure."""
         return self._wait_reply(request_id, timeout)
+
+    def request(self, cmd: str, timeout: float = 30.0, **fields: Any) -> dict[str, Any]:
+        """Send one command and return its reply; raise NodeError on failure.
+
+        `timeout` bounds the wait for the reply; it is not sent to the node.
+        """
+        return self._wait_reply(self.send(cmd, **fields), timeout)
 
     def kill(self) -> None:
         """Kill the process with SIGKILL, as a crash would."""
@@ -472,7 +486,7 @@ async def _cmd_wait_topic_peers(node: _Node, request: dict[str, Any]) -> dict[st
     router = pubsub.router
     want = int(request["n"])
     mesh_want = int(request.get("mesh", 0))
-    with trio.fail_after(float(request.get("timeout", 10.0))):
+    with trio.fail_after(float(request.get("wait_s", 10.0))):
         while True:
             peers = len(pubsub.peer_topics.get(topic, ()))
             mesh = len(router.mesh.get(topic, ()))
@@ -530,6 +544,11 @@ async def _cmd_stats(node: _Node, request: dict[str, Any]) -> dict[str, Any]:
     return reply
 
 
+async def _cmd_count(node: _Node, request: dict[str, Any]) -> dict[str, Any]:
+    usage = os.times()
+    return {"received": len(node.received), "cpu_s": usage.user + usage.system}
+
+
 async def _cmd_reset_stats(node: _Node, request: dict[str, Any]) -> dict[str, Any]:
     node.received.clear()
     node.latencies_ms.clear()
@@ -550,7 +569,7 @@ async def _cmd_provide(node: _Node, request: dict[str, Any]) -> dict[str, Any]:
 async def _cmd_find(node: _Node, request: dict[str, Any]) -> dict[str, Any]:
     import trio
 
-    timeout = float(request.get("timeout", 10.0))
+    timeout = float(request.get("lookup_timeout_s", 10.0))
     start = time.perf_counter()
     if node.discovery is not None:
         found = await node.discovery.find_providers(request["name"], timeout)
@@ -601,6 +620,7 @@ _HANDLERS = {
     "wait_topic_peers": _cmd_wait_topic_peers,
     "publish": _cmd_publish,
     "stats": _cmd_stats,
+    "count": _cmd_count,
     "reset_stats": _cmd_reset_stats,
     "provide": _cmd_provide,
     "find": _cmd_find,
@@ -618,6 +638,17 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level,
         format=f"node{args.index} %(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    profile_path = os.environ.get("GOSSIP_NODE_PROFILE")
+    if profile_path:
+        import cProfile
+
+        cProfile.runctx(
+            "trio.run(_run_child, args)",
+            globals(),
+            {"trio": trio, "_run_child": _run_child, "args": args},
+            f"{profile_path}.{args.index}",
+        )
+        return 0
     trio.run(_run_child, args)
     return 0
 

@@ -47,8 +47,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Final
@@ -62,8 +63,10 @@ from libp2p.pubsub.gossipsub import (
     PROTOCOL_ID_V12,
     GossipSub,
 )
+from libp2p.pubsub.mcache import CacheEntry, MessageCache
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
+from libp2p.pubsub.validators import signature_validator
 from libp2p.tools.anyio_service import background_trio_service
 
 from p2p import P2PError
@@ -241,6 +244,7 @@ class GossipStats:
     subscriber_overflow: int
     own_send_drops: int
     forward_send_drops: int
+    duplicates: int
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
 
 
@@ -318,7 +322,18 @@ class _Counters:
         self.subscriber_overflow = 0
         self.own_send_drops = 0
         self.forward_send_drops = 0
+        self.duplicates = 0
         self.rejected_by_reason: dict[str, int] = {}
+
+
+class _ContentMessageCache(MessageCache):
+    """GossipSub's message cache keyed by the content-addressed message id."""
+
+    def put(self, msg: rpc_pb2.Message) -> None:
+        mid = content_message_id(msg)
+        if mid not in self.msgs:
+            self.msgs[mid] = msg
+            self.history[0].append(CacheEntry(mid, msg.topicIDs))
 
 
 class _MeshRouter(GossipSub):
@@ -342,7 +357,10 @@ class _MeshRouter(GossipSub):
         )
         self._params = params
         self._counters = counters
-        self._idontwant_eligible = False
+        # py-libp2p's cache keys messages by from+seqno, so IHAVE carried ids
+        # that never matched the content-addressed seen cache, and every
+        # IHAVE led to an IWANT for messages already delivered.
+        self.mcache = _ContentMessageCache(params.gossip_window, params.gossip_history)
 
     async def flush_pending_messages(self, peer_id: ID) -> None:
         # Pubsub creates the peer's RpcQueue with py-libp2p's 32 entries just
@@ -355,44 +373,41 @@ class _MeshRouter(GossipSub):
         await super().flush_pending_messages(peer_id)
 
     async def publish(self, msg_forwarder: ID, pubsub_msg: rpc_pb2.Message) -> None:
-        self._idontwant_eligible = (
-            len(pubsub_msg.data) >= self._params.idontwant_min_size
-        )
-        await super().publish(msg_forwarder, pubsub_msg)
+        """Forward a validated message to its mesh (or, if ours, every) peer.
 
-    async def _emit_idontwant_for_message(
-        self, msg_id: bytes, topic_ids: Iterable[str]
-    ) -> None:
-        if self._idontwant_eligible:
-            await super()._emit_idontwant_for_message(msg_id, topic_ids)
-
-    def _get_peers_to_send(
-        self,
-        topic_ids: Iterable[str],
-        msg_forwarder: ID,
-        origin: ID,
-        msg_id: bytes | None = None,
-    ) -> Iterable[ID]:
-        topic_ids = list(topic_ids)
-        peers = set(
-            super()._get_peers_to_send(topic_ids, msg_forwarder, origin, msg_id)
-        )
+        Replaces GossipSub.publish, which re-signs our peer record for every
+        message, applies the 10 msg/s spam check, keeps per-message health
+        statistics and queues copies for peers still being identified (the
+        message cache replays those on subscription anyway).
+        """
         pubsub = self.pubsub
-        own = pubsub is not None and origin == msg_forwarder == pubsub.my_id
-        if self._params.flood_publish and own:
-            assert pubsub is not None
-            for topic in topic_ids:
-                for peer_id in pubsub.peer_topics.get(topic, ()):
-                    if peer_id in self.peer_protocol:
-                        peers.add(peer_id)
-            peers.discard(pubsub.my_id)
-        return peers
+        if pubsub is None:
+            return
+        self.mcache.put(pubsub_msg)
+        msg_id = content_message_id(pubsub_msg)
+        origin = ID(pubsub_msg.from_id)
+        topics = list(pubsub_msg.topicIDs)
+        peers = self._get_peers_to_send(topics, msg_forwarder, origin, msg_id)
+        if len(pubsub_msg.data) >= self._params.idontwant_min_size:
+            await self._emit_idontwant_for_message(msg_id, topics)
+        rpc = rpc_pb2.RPC(publish=[pubsub_msg])
+        scorer = self.scorer
+        for peer_id in peers:
+            if peer_id not in pubsub.peers:
+                continue
+            if scorer is not None and not scorer.allow_publish(peer_id, topics):
+                continue
+            self.send_rpc(peer_id, rpc)
+        now = int(time.time())
+        for topic in topics:
+            # Read by the fanout heartbeat to expire unused fanout topics.
+            self.time_since_last_publish[topic] = now
 
     def send_rpc(self, peer_id: ID, rpc: rpc_pb2.RPC, priority: bool = False) -> None:
         if rpc.publish and rpc.senderRecord:
-            # The signed peer record rides on every forwarded message in
-            # py-libp2p and costs the receiver a signature check per RPC; the
-            # hello packet and identify already carry it once per connection.
+            # py-libp2p attaches the signed peer record to IWANT replies too,
+            # costing the receiver a signature check per RPC; the hello packet
+            # and identify already carry it once per connection.
             rpc = rpc_pb2.RPC(publish=rpc.publish, subscriptions=rpc.subscriptions)
         super().send_rpc(peer_id, rpc, priority)
 
@@ -412,12 +427,6 @@ class _MeshRouter(GossipSub):
                 len(rpc.publish),
             )
         super()._handle_dropped_rpc(peer_id, rpc, reason)
-
-    def _periodic_security_cleanup(self) -> None:
-        # With adaptive gossip off nothing reads or trims this list, and
-        # GossipSub.publish appends to it on every message.
-        self.recent_message_deliveries.clear()
-        super()._periodic_security_cleanup()
 
 
 class _MeshPubsub(Pubsub):
@@ -445,10 +454,10 @@ class _MeshPubsub(Pubsub):
         )
         self._log_throttle = _Throttle()
         self.channels: dict[str, trio.MemorySendChannel[GossipMessage]] = {}
-        # The validator wrapper records the forwarder of the message it just
-        # accepted; Pubsub.push_msg reaches notify_subscriptions without a
-        # checkpoint in between, so the pair cannot belong to another message.
-        self._last_validated: tuple[rpc_pb2.Message | None, ID | None] = (None, None)
+        self.validators: dict[str, Validator] = {}
+        # Called with (peer_id, reason) for every rejected message, so a peer
+        # scorer outside the gossip layer can count them.
+        self.report_rejection: Callable[[str, str], None] | None = None
 
     def log_peer_problem(self, peer_id: ID | str, message: str, *args: object) -> None:
         """Log a peer's misbehaviour at WARNING, at most once per 10 s per peer."""
@@ -471,78 +480,102 @@ class _MeshPubsub(Pubsub):
             self._handle_dead_peer(peer_id)
 
     async def push_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
-        now = trio.current_time()
-        remote = msg_forwarder != self.my_id
-        if remote and not self._limiter.allow(str(msg_forwarder), now):
-            self._counters.rate_limited += 1
-            self.log_peer_problem(
-                msg_forwarder,
-                "gossip message rate-limited peer_id=%s rate=%s/s",
-                self._params.peer_rate,
-            )
-            return
+        """Check one message, deliver it locally and hand it to the router.
+
+        Replaces Pubsub.push_msg so that the rate limit runs before any
+        signature check, our own messages skip re-verification, validators
+        see the forwarder, and no error from a peer's message escapes: in
+        py-libp2p a malformed ``key`` field made the signature check raise
+        and stopped the whole Pubsub service.
+        """
         try:
-            await super().push_msg(msg_forwarder, msg)
+            if self._accept(msg_forwarder, msg):
+                await self.router.publish(msg_forwarder, msg)
         except Exception as exc:
-            # signature_validator raises on a malformed public key, and any
-            # error here would otherwise end the whole Pubsub service.
             self._counters.contained_errors += 1
             self.log_peer_problem(
                 msg_forwarder, "gossip message dropped peer_id=%s error=%r", exc
             )
 
+    def _accept(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:
+        own = forwarder == self.my_id
+        if not own and not self._limiter.allow(str(forwarder), trio.current_time()):
+            self._counters.rate_limited += 1
+            self.log_peer_problem(
+                forwarder,
+                "gossip message rate-limited peer_id=%s rate=%s/s",
+                self._params.peer_rate,
+            )
+            return False
+        msg_id = content_message_id(msg)
+        if self.seen_messages.has(msg_id):
+            return False
+        if forwarder in self.blacklisted_peers:
+            return False
+        if not own:
+            verdict = self._check_remote(msg)
+            if not verdict.accepted:
+                self._reject(forwarder, list(msg.topicIDs), verdict.reason)
+                return False
+        self.seen_messages.add(msg_id)
+        self._deliver(msg, forwarder, msg_id)
+        return True
+
+    def _check_remote(self, msg: rpc_pb2.Message) -> Verdict:
+        if msg.from_id == self.my_id.to_bytes():
+            return reject("message claims to come from this node")
+        if len(msg.data) > self._params.max_message_size:
+            return reject(f"size {len(msg.data)} > max {self._params.max_message_size}")
+        if not signature_validator(msg):
+            return reject("invalid signature")
+        for topic in msg.topicIDs:
+            validator = self.validators.get(topic)
+            if validator is not None:
+                verdict = _run_validator(validator, msg.data)
+                if not verdict.accepted:
+                    return verdict
+        return ACCEPT
+
+    def _reject(self, forwarder: ID, topics: list[str], reason: str) -> None:
+        self._counters.rejected += 1
+        reasons = self._counters.rejected_by_reason
+        key = reason.split(":", 1)[0][:64]
+        reasons[key] = reasons.get(key, 0) + 1
+        scorer = getattr(self.router, "scorer", None)
+        if scorer is not None:
+            for topic in topics:
+                scorer.on_invalid_message(forwarder, topic)
+        if self.report_rejection is not None:
+            self.report_rejection(str(forwarder), f"gossip: {reason}")
+        self.log_peer_problem(
+            forwarder,
+            "gossip message rejected peer_id=%s topics=%s reason=%s",
+            topics,
+            reason,
+        )
+
+    def _is_subscribed_to_msg(self, msg: rpc_pb2.Message) -> bool:
+        # Pubsub's read loop calls this before it spawns a task per message.
+        # Answering False for copies already seen saves that task for every
+        # duplicate, and in a mesh of degree D most arrivals are duplicates.
+        if self.seen_messages.has(content_message_id(msg)):
+            self._counters.duplicates += 1
+            return False
+        return any(topic in self.channels for topic in msg.topicIDs)
+
     def _handle_dead_peer(self, peer_id: ID) -> None:
         self._limiter.forget(str(peer_id))
         super()._handle_dead_peer(peer_id)
 
-    def make_validator(
-        self, topic: str, validator: Validator | None
-    ) -> Callable[[ID, rpc_pb2.Message], bool]:
-        """Wrap `validator` as a py-libp2p sync validator that never raises."""
-        max_size = self._params.max_message_size
-
-        def run(msg_forwarder: ID, msg: rpc_pb2.Message) -> bool:
-            if msg_forwarder == self.my_id:
-                # Gossip.publish validated our own message before signing it.
-                verdict = ACCEPT
-            elif len(msg.data) > max_size:
-                verdict = reject(f"size {len(msg.data)} > max {max_size}")
-            elif validator is None:
-                verdict = ACCEPT
-            else:
-                verdict = _run_validator(validator, msg.data)
-            if verdict.accepted:
-                self._last_validated = (msg, msg_forwarder)
-                return True
-            self._counters.rejected += 1
-            reasons = self._counters.rejected_by_reason
-            key = verdict.reason.split(":", 1)[0][:64]
-            reasons[key] = reasons.get(key, 0) + 1
-            self.log_peer_problem(
-                msg_forwarder,
-                "gossip message rejected peer_id=%s topic=%s reason=%s",
-                topic,
-                verdict.reason,
-            )
-            return False
-
-        return run
-
-    def notify_subscriptions(self, publish_message: rpc_pb2.Message) -> None:
-        own = publish_message.from_id == self.my_id.to_bytes()
-        if own and not self._params.deliver_own:
+    def _deliver(self, msg: rpc_pb2.Message, forwarder: ID, msg_id: bytes) -> None:
+        if forwarder == self.my_id and not self._params.deliver_own:
             return
-        last_msg, last_forwarder = self._last_validated
-        origin = str(ID(publish_message.from_id))
-        forwarder = str(last_forwarder) if last_msg is publish_message else origin
-        message_id = content_message_id(publish_message)
-        for topic in publish_message.topicIDs:
+        origin = str(ID(msg.from_id))
+        for topic in msg.topicIDs:
             channel = self.channels.get(topic)
             if channel is None:
                 continue
-            item = GossipMessage(
-                topic, publish_message.data, origin, forwarder, message_id
-            )
+            item = GossipMessage(topic, msg.data, origin, str(forwarder), msg_id)
             try:
                 channel.send_nowait(item)
                 self._counters.delivered += 1
@@ -555,6 +588,10 @@ class _MeshPubsub(Pubsub):
                 )
             except trio.BrokenResourceError:
                 logger.debug("gossip subscriber closed topic=%s", topic)
+
+    def notify_subscriptions(self, publish_message: rpc_pb2.Message) -> None:
+        # Delivery happens in _deliver, which knows the forwarder.
+        return
 
 
 def _run_validator(validator: Validator, data: bytes) -> Verdict:
@@ -577,7 +614,10 @@ class Gossip:
         self._counters = _Counters()
         self.router = _MeshRouter(params, self._counters)
         self.pubsub = _MeshPubsub(host, self.router, params, self._counters)
-        self._validators: dict[str, Validator | None] = {}
+        # p2p.host's MeshHost carries the node's guard; its peer score then
+        # counts gossip rejections too.
+        guard = getattr(host, "guard", None)
+        self.pubsub.report_rejection = getattr(guard, "report", None)
 
     @property
     def peer_id(self) -> str:
@@ -617,10 +657,8 @@ class Gossip:
             self.params.subscription_buffer
         )
         self.pubsub.channels[full] = send
-        self._validators[full] = validator
-        self.pubsub.set_topic_validator(
-            full, self.pubsub.make_validator(full, validator), False
-        )
+        if validator is not None:
+            self.pubsub.validators[full] = validator
         # Messages reach our channel through _MeshPubsub.notify_subscriptions;
         # the subscription object Pubsub returns is never read.
         await self.pubsub.subscribe(full)
@@ -631,8 +669,7 @@ class Gossip:
         """Leave `topic` and close its channel."""
         full = self.topic(topic)
         send = self.pubsub.channels.pop(full, None)
-        self._validators.pop(full, None)
-        self.pubsub.remove_topic_validator(full)
+        self.pubsub.validators.pop(full, None)
         await self.pubsub.unsubscribe(full)
         if send is not None:
             await send.aclose()
@@ -654,7 +691,7 @@ class Gossip:
                 f"message of {len(data)} bytes exceeds "
                 f"max_message_size={self.params.max_message_size}"
             )
-        validator = self._validators.get(full)
+        validator = self.pubsub.validators.get(full)
         if validator is not None:
             verdict = _run_validator(validator, data)
             if not verdict.accepted:
@@ -713,6 +750,7 @@ class Gossip:
             subscriber_overflow=c.subscriber_overflow,
             own_send_drops=c.own_send_drops,
             forward_send_drops=c.forward_send_drops,
+            duplicates=c.duplicates,
             rejected_by_reason=dict(c.rejected_by_reason),
         )
 

@@ -216,7 +216,12 @@ async def test_server_peer_enters_table_on_connect() -> None:
 
 def _find_all(nodes: list[NodeProcess], name: str) -> list[list[str]]:
     return [
-        sorted(p[0] for p in node.request("find", name=name, timeout=20)["providers"])
+        sorted(
+            p[0]
+            for p in node.request("find", name=name, lookup_timeout_s=10, timeout=30)[
+                "providers"
+            ]
+        )
         for node in nodes
     ]
 

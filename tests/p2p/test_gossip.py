@@ -232,6 +232,35 @@ async def test_malformed_key_message_contained() -> None:
         assert message.data == b"after"
 
 
+async def test_tampered_message_rejected_and_reported() -> None:
+    params = GossipParams(network="net1")
+    async with _gossip_pair(params, params) as (a, b):
+        received = await b.subscribe("t")
+        await a.subscribe("t")
+        await _wait_topic_peer(a, "t")
+        reports: list[tuple[str, str]] = []
+        b.pubsub.report_rejection = lambda peer, reason: reports.append((peer, reason))
+        forwarder = next(iter(b.pubsub.peers))
+        # Sign a message as `a` would, then change its data.
+        signed = rpc_pb2.Message(
+            from_id=a.pubsub.my_id.to_bytes(),
+            data=b"original",
+            seqno=b"\x00" * 7 + b"\x01",
+            topicIDs=[b.topic("t")],
+        )
+        key = a.pubsub.host.get_private_key()
+        signed.signature = key.sign(b"libp2p-pubsub:" + signed.SerializeToString())
+        signed.data = b"tampered"
+        await b.pubsub.push_msg(forwarder, signed)
+        assert b.stats().rejected_by_reason == {"invalid signature": 1}
+        assert reports == [(str(forwarder), "gossip: invalid signature")]
+        # The untampered message is still accepted.
+        signed.data = b"original"
+        await b.pubsub.push_msg(forwarder, signed)
+        with trio.fail_after(10):
+            assert (await received.receive()).data == b"original"
+
+
 async def test_same_data_delivered_once() -> None:
     params = GossipParams(network="net1")
     async with _gossip_pair(params, params) as (a, b):
@@ -287,7 +316,12 @@ def test_five_processes_exactly_once(shape: str, tmp_path: Path) -> None:
         for node in nodes:
             degree = sum(1 for edge in edges if node.index in edge)
             node.request(
-                "wait_topic_peers", topic="blocks", n=degree, mesh=degree, timeout=15
+                "wait_topic_peers",
+                topic="blocks",
+                n=degree,
+                mesh=degree,
+                wait_s=15,
+                timeout=20,
             )
         per_publisher = 30
         # Every node publishes at 25 messages/s, 125 messages/s in all, which
@@ -310,7 +344,7 @@ def test_stalled_subscriber_backpressure(tmp_path: Path) -> None:
         for node in nodes:
             node.request("subscribe", topic="bulk")
         connect_edges(nodes, [(0, 1)])
-        nodes[0].request("wait_topic_peers", topic="bulk", n=1, timeout=15)
+        nodes[0].request("wait_topic_peers", topic="bulk", n=1, wait_s=15, timeout=20)
         os.kill(nodes[1].proc.pid, signal.SIGSTOP)
         stopped = True
         reply = nodes[0].request(
