@@ -29,6 +29,7 @@ then one matrix product per layer over all rows, in float64.
 from __future__ import annotations
 
 import copy as _copy
+import threading
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -95,7 +96,9 @@ class _Layer:
 class Network:
     """A FANN network. Create with ``create_*`` or ``neural.load``.
 
-    Not thread-safe: the single-row path of ``run`` reuses buffers.
+    ``run`` may be called from several threads at once. Training, the
+    setters and ``set_weights`` change shared state: do not overlap them
+    with any other use of the same network.
     """
 
     def __init__(
@@ -244,8 +247,9 @@ class Network:
             self._layers.append(
                 self._make_layer(index, first, count, in_start, width, first_con)
             )
-        self._row_buffers = None
         self._scaled = None
+        self._generation = getattr(self, "_generation", 0) + 1
+        self._local = threading.local()
 
     def _make_layer(self, index, first, count, in_start, width, first_con) -> _Layer:
         start, stop = int(first_con[first]), int(first_con[first + count])
@@ -554,28 +558,32 @@ class Network:
 
     def _run_row(self, x: np.ndarray) -> np.ndarray:
         scaled = self._scaled_weights()
-        if self._row_buffers is None:
-            self._row_buffers = [np.empty(layer.count) for layer in self._layers]
-            self._row_values = np.empty(self.total_neurons)
+        # Buffers are per thread: the daemon runs one network from several
+        # worker threads at once.
+        local = self._local
+        if getattr(local, "generation", None) != self._generation:
+            local.buffers = [np.empty(layer.count) for layer in self._layers]
+            local.values = np.empty(self.total_neurons)
+            local.generation = self._generation
         if self.network_type != NetworkType.LAYER:
-            return self._run_row_shortcut(x, scaled)
+            return self._run_row_shortcut(x, scaled, local)
         prev = x
-        for layer, (weights, bias), buf in zip(self._layers, scaled, self._row_buffers):
+        for layer, (weights, bias), buf in zip(self._layers, scaled, local.buffers):
             np.dot(weights, prev, out=buf)
             buf += bias
             self._activate_row(layer, buf)
             prev = buf
         return prev.copy()
 
-    def _run_row_shortcut(self, x: np.ndarray, scaled) -> np.ndarray:
-        values = self._row_values
+    def _run_row_shortcut(self, x: np.ndarray, scaled, local) -> np.ndarray:
+        values = local.values
         values[: self.num_inputs] = x
         values[self.num_inputs] = 1.0
-        for layer, (weights, _), buf in zip(self._layers, scaled, self._row_buffers):
+        for layer, (weights, _), buf in zip(self._layers, scaled, local.buffers):
             np.dot(weights, values[: layer.width], out=buf)
             self._activate_row(layer, buf)
             values[layer.first : layer.first + layer.count] = buf
-        return self._row_buffers[-1].copy()
+        return local.buffers[-1].copy()
 
     @staticmethod
     def _activate_row(layer: _Layer, buf: np.ndarray) -> None:

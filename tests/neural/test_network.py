@@ -201,3 +201,32 @@ def test_test_reports_fann_mse_and_bit_fail(fann_datasets):
     # The reference table for this run: test MSE 0.01038, bit fail 174.
     assert mse == pytest.approx(0.01038, rel=1e-3)
     assert bit_fail == 174
+
+
+@pytest.mark.parametrize("kind", ["standard", "shortcut"])
+def test_single_row_run_from_many_threads(kind):
+    import threading
+
+    create = neural.create_standard if kind == "standard" else neural.create_shortcut
+    net = create((8, 16, 4), np.random.default_rng(0))
+    net.set_activation_function_hidden("sigmoid_symmetric")
+    rows = np.random.default_rng(1).uniform(-1, 1, (200, 8))
+    expected = net.run(rows)
+    results: dict[int, np.ndarray] = {}
+
+    def work(index: int) -> None:
+        order = np.random.default_rng(index).permutation(len(rows))
+        got = np.empty_like(expected)
+        for _ in range(5):
+            for row in order:
+                got[row] = net.run(rows[row])
+        results[index] = got
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 4
+    for got in results.values():
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
