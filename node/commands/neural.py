@@ -172,11 +172,16 @@ class _Progress:
         self.tty = sys.stderr.isatty()
         self.last = 0.0
         self.step = max(self.total // 10, 1)
+        self.latest: tuple[int, float, int] | None = None
+        self.shown = 0
 
-    def __call__(self, epoch: int, mse: float, bit_fail: int) -> None:
+    def __call__(
+        self, epoch: int, mse: float, bit_fail: int, final: bool = False
+    ) -> None:
         if not self.enabled:
             return
-        final = epoch == self.total
+        self.latest = (epoch, mse, bit_fail)
+        final = final or epoch == self.total
         if self.tty:
             now = time.monotonic()
             if not final and now - self.last < 0.1:
@@ -189,14 +194,21 @@ class _Progress:
                 f"MSE {mse:.6g} bit fail {bit_fail}"
             )
             sys.stderr.flush()
+            self.shown = epoch
         elif epoch == 1 or epoch % self.step == 0 or final:
             sys.stderr.write(
                 f"epoch {epoch}/{self.total} MSE {mse:.6g} bit fail {bit_fail}\n"
             )
+            self.shown = epoch
 
     def close(self) -> None:
-        if self.enabled and self.tty:
-            sys.stderr.write("\n")
+        """Show the last epoch (throttling may have skipped it) and end the line."""
+        if self.enabled and self.latest is not None:
+            epoch, mse, bit_fail = self.latest
+            if epoch != self.shown:
+                self(epoch, mse, bit_fail, final=True)
+            if self.tty:
+                sys.stderr.write("\n")
 
 
 def _parse_layers(text: str) -> list[int]:

@@ -178,3 +178,34 @@ def test_neural_group_in_main_help(capsys):
     text = capsys.readouterr().out
     assert "--hidden-activation" in text
     assert "--desired-error" in text
+
+
+def test_progress_shows_last_epoch_when_stopping_early(cli, xor_file, tmp_path, capsys):
+    code = cli(
+        "train",
+        str(xor_file),
+        "--layers",
+        "2,4,1",
+        "--steepness",
+        "1",
+        "--hidden-activation",
+        "sigmoid_symmetric",
+        "--output-activation",
+        "sigmoid_symmetric",
+        "--epochs",
+        "5000",
+        "--desired-error",
+        "0.01",
+        "--seed",
+        "3",
+        "-o",
+        str(tmp_path / "x.net"),
+        "--json",
+    )
+    captured = capsys.readouterr()
+    assert code == 0
+    epochs = json.loads(captured.out)["epochs"]
+    assert epochs < 5000
+    lines = captured.err.strip().splitlines()
+    assert lines[-1].startswith(f"epoch {epochs}/5000 MSE ")
+    assert len([line for line in lines if line.startswith(f"epoch {epochs}/")]) == 1
