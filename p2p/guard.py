@@ -464,15 +464,11 @@ class Guard:
                         task_status.started()
                 logger.info("service stopped name=%s", name)
                 return
-            except Exception as error:
+            except Exception:
                 if trio.current_time() - started_at > 60.0:
                     delay = 0.1
-                logger.error(
-                    "service crashed, restarting name=%s delay=%.1f error=%r",
-                    name,
-                    delay,
-                    error,
-                    exc_info=True,
+                logger.exception(
+                    "service crashed, restarting name=%s delay=%.1f", name, delay
                 )
             await trio.sleep(delay)
             delay = min(delay * 2, 30.0)

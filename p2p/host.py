@@ -87,6 +87,7 @@ _MUXERS: dict[str, tuple[TProtocol, Any]] = {
 # Same as the Linux default for somaxconn; connections beyond the backlog wait
 # in SYN state instead of being refused.
 _LISTEN_BACKLOG = 128
+_MAX_READ_BYTES = 65536
 
 
 def mesh_protocol_id(network: str, name: str, version: str = "1.0.0") -> str:
@@ -188,6 +189,23 @@ def _parse_tcp_addr(maddr: multiaddr.Multiaddr) -> tuple[str, int]:
     return ip, port
 
 
+class _CappedTcpStream(TrioTCPStream):
+    """A TCP stream whose reads ask the kernel for at most 64 KiB.
+
+    py-libp2p reads a multistream-select message by passing its varint
+    length straight to `recv`, which allocates that many bytes first. Before
+    the Noise handshake a stranger chooses that number, and one garbage
+    prefix made the node try to allocate petabytes. Its readers loop until
+    they have `n` bytes, so capping each read changes nothing else, and a
+    Noise frame (at most 65535 bytes) still fits in one read.
+    """
+
+    async def read(self, n: int | None = None) -> bytes:
+        if n is not None and n > _MAX_READ_BYTES:
+            n = _MAX_READ_BYTES
+        return await super().read(n)
+
+
 class _TcpListener(IListener):
     """A TCP listener that binds without `SO_REUSEPORT`.
 
@@ -240,7 +258,7 @@ class _TcpListener(IListener):
     async def _handle(self, stream: trio.SocketStream) -> None:
         # One raw connection's failure must never reach the swarm's nursery.
         try:
-            await self._handler(TrioTCPStream(stream))
+            await self._handler(_CappedTcpStream(stream))
         except Exception:
             logger.warning("inbound connection handler failed", exc_info=True)
             await trio.aclose_forcefully(stream)
@@ -265,6 +283,11 @@ class _Tcp(TCP):
 
     def create_listener(self, handler_function: Any) -> Any:
         return _TcpListener(handler_function, self.listen_errors)
+
+    async def dial(self, maddr: multiaddr.Multiaddr) -> Any:
+        raw_conn = await super().dial(maddr)
+        raw_conn.stream = _CappedTcpStream(raw_conn.stream.stream)
+        return raw_conn
 
 
 class _IdleAutoConnector(AutoConnector):
@@ -342,6 +365,24 @@ class _MeshSwarm(Swarm):
             )
         return await super().add_conn(muxed_conn, direction)
 
+    async def _handle_inbound_connection(
+        self, read_write_closer: Any, maddr: multiaddr.Multiaddr
+    ) -> None:
+        # Same cap as the stock handler, but each rejection is logged.
+        try:
+            self._inbound_limiter.acquire_nowait()
+        except trio.WouldBlock:
+            self.guard.on_inbound_rejected(
+                _remote_of(read_write_closer),
+                f"inbound connection cap {self._inbound_limiter.total_tokens} reached",
+            )
+            await _close_quietly(read_write_closer)
+            return
+        try:
+            await self._do_handle_inbound_connection(read_write_closer, maddr, None)
+        finally:
+            self._inbound_limiter.release()
+
     async def _do_handle_inbound_connection(
         self,
         read_write_closer: Any,
@@ -355,11 +396,18 @@ class _MeshSwarm(Swarm):
         except Exception as error:
             reason = str(error.__cause__ or error) or type(error).__name__
             self.guard.on_inbound_rejected(remote, reason)
-            await trio.aclose_forcefully(read_write_closer)
+            await _close_quietly(read_write_closer)
             return
         # Returning releases this connection's inbound slot; the SwarmConn
         # itself runs in the swarm's nursery.
         await muxed_conn.event_closed.wait()
+
+
+async def _close_quietly(read_write_closer: Any) -> None:
+    try:
+        await read_write_closer.close()
+    except Exception:
+        logger.debug("closing a rejected connection failed", exc_info=True)
 
 
 def _remote_of(read_write_closer: Any) -> str:

@@ -51,6 +51,8 @@ from p2p.host import (
     mesh_protocol_id,
     run_host,
 )
+from p2p.peers import PeerManager, PeerParams
+from p2p.reqresp import ReqResp, ReqRespParams
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +90,8 @@ class P2PService:
     async def connect(self, address: str, timeout: float | None = None) -> str:
         """Connect to the peer at `address` (`.../p2p/<id>`); return its id.
 
-        Returns at once if a connection already exists.
+        Returns at once if a connection already exists. The peer becomes a
+        known peer: it is saved and redialed whenever the connection drops.
 
         Raises:
             DialError: if the address is invalid, the peer is banned or is
@@ -119,10 +122,14 @@ class P2PService:
         except Exception as error:
             cause = error.__cause__ or error
             raise DialError(f"connect to {address} failed: {cause}") from error
+        if self.peers is not None:
+            self.peers.note_dialed(peer_id, [str(a) for a in info.addrs])
         return peer_id
 
     async def disconnect(self, peer_id: str) -> None:
-        """Close every connection to `peer_id`."""
+        """Close every connection to `peer_id` and stop redialing it."""
+        if self.peers is not None:
+            self.peers.forget(peer_id)
         await self.host.disconnect(ID.from_base58(peer_id))
 
 
@@ -145,8 +152,8 @@ async def open_service(
     config: HostConfig,
     *,
     guard_params: GuardParams | None = None,
-    reqresp_params: Any = None,
-    peer_params: Any = None,
+    reqresp_params: ReqRespParams | None = None,
+    peer_params: PeerParams | None = None,
     gossip_params: Any = None,
     discovery_params: Any = None,
 ) -> AsyncIterator[P2PService]:
@@ -164,6 +171,10 @@ async def open_service(
         async with run_host(host, config), trio.open_nursery() as nursery:
             svc = P2PService(config, host, guard)
             await nursery.start(guard.run)
+            svc.reqresp = ReqResp(host, guard, config.network, reqresp_params)
+            await nursery.start(guard.supervise, "reqresp", svc.reqresp.run)
+            svc.peers = PeerManager(svc, peer_params)
+            await nursery.start(guard.supervise, "peers", svc.peers.run)
             await _start_components(svc, nursery, gossip_params, discovery_params)
             logger.info("p2p service started peer_id=%s", svc.peer_id)
             try:
