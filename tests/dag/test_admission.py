@@ -6,6 +6,8 @@ import dataclasses
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dag import admission as admission_module
 from dag import codec
@@ -474,3 +476,58 @@ def test_generated_key_roundtrip_through_admission(genesis):
     core.on_vertex("p", vertex, NOW)
     message = codec.encode_public_key(key.scheme, key.public_key)
     assert _admitted(core.on_public_key_bytes("p", message, NOW)) == [vertex.id]
+
+
+_DAG_CACHE: dict[int, list[Vertex]] = {}
+
+
+def _cached_dag(genesis: Vertex, seed: int) -> list[Vertex]:
+    # Signing dominates the run time, so each seed's DAG is built once.
+    if seed not in _DAG_CACHE:
+        rng = random.Random(seed)
+        carol = seeded_key("carol")
+        vertices = [genesis]
+        for n in range(25):
+            parents = rng.sample(vertices, k=min(len(vertices), rng.randint(1, 3)))
+            author = carol if rng.random() < 0.3 else ALICE
+            vertices.append(child(author, parents, n))
+        _DAG_CACHE[seed] = vertices[1:]
+    return _DAG_CACHE[seed]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(min_value=0, max_value=7),
+    order_seed=st.integers(min_value=0, max_value=2**32),
+    batch=st.integers(min_value=1, max_value=8),
+)
+def test_any_delivery_order_admits_all_once(genesis, seed, order_seed, batch):
+    dag = _cached_dag(genesis, seed)
+    rng = random.Random(order_seed)
+    # Every vertex arrives once or twice, in any order, from any of 3 peers.
+    deliveries = dag + rng.sample(dag, k=len(dag) // 3)
+    rng.shuffle(deliveries)
+    carol = seeded_key("carol")
+    key_at = rng.randint(0, len(deliveries))
+    core = _admission(genesis)
+    order: list[bytes] = []
+    for start in range(0, len(deliveries), batch):
+        if start <= key_at < start + batch:
+            order += _admitted(
+                core.on_public_key("p0", carol.scheme, carol.public_key, NOW)
+            )
+        chunk = deliveries[start : start + batch]
+        actions = core.on_vertices(f"p{rng.randint(0, 2)}", chunk, NOW)
+        assert not _rejected(actions)
+        order += _admitted(actions)
+    order += _admitted(core.on_public_key("p0", carol.scheme, carol.public_key, NOW))
+
+    assert sorted(order) == sorted(v.id for v in dag)
+    position = {vertex_id: i for i, vertex_id in enumerate(order)}
+    for vertex in dag:
+        for parent in vertex.parents:
+            if parent != genesis.id:
+                assert position[parent] < position[vertex.id]
+    stats = core.stats()
+    assert stats.orphans == 0
+    assert stats.pending_fetches == 0
