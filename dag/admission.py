@@ -520,6 +520,8 @@ class Admission:
 
     def _add_orphan(self, orphan: _Orphan) -> None:
         self._orphans[orphan.vertex.id] = orphan
+        # The vertex may have been requested as someone's parent; it is here.
+        self._vertex_fetches.pop(orphan.vertex.id, None)
         peer = orphan.peer
         self._orphans_per_peer[peer] = self._orphans_per_peer.get(peer, 0) + 1
 

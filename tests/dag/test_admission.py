@@ -531,3 +531,17 @@ def test_any_delivery_order_admits_all_once(genesis, seed, order_seed, batch):
     stats = core.stats()
     assert stats.orphans == 0
     assert stats.pending_fetches == 0
+
+
+def test_buffered_parent_is_not_requested_again(genesis):
+    carol = seeded_key("carol")
+    core = _admission(genesis, fetch_interval=1.0)
+    parent = child(carol, [genesis], 1)
+    kid = child(ALICE, [parent], 2)
+    assert core.on_vertex("p", kid, NOW) == [RequestVertices("p", (parent.id,))]
+    # The parent arrives but waits for its author's key.
+    assert core.on_vertex("p", parent, NOW) == [RequestKey("p", carol.key_id)]
+    repeats = core.on_tick(NOW + 5)
+    assert repeats == [RequestKey("p", carol.key_id)]
+    actions = core.on_public_key("p", carol.scheme, carol.public_key, NOW + 6)
+    assert _admitted(actions) == [parent.id, kid.id]
