@@ -232,6 +232,12 @@ class SigningKey:
         finally:
             os.close(fd)
         os.replace(tmp, path)
+        # Sync the directory too, so the rename itself survives a power cut.
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> SigningKey:
