@@ -110,7 +110,8 @@ def _format(result: dict) -> str:
 def _format_report(report: dict) -> str:
     counts = "  ".join(f"{name}={n}" for name, n in report["counts"].items())
     if report["ok"]:
-        return f"{report['path']}: ok, {report['vertices']} vertices  {counts}"
+        noun = "vertex" if report["vertices"] == 1 else "vertices"
+        return f"{report['path']}: ok, {report['vertices']} {noun}  {counts}"
     count = len(report["problems"])
     noun = "problem" if count == 1 else "problems"
     lines = [f"{report['path']}: damaged, {count} {noun} found"]
