@@ -79,7 +79,7 @@ def read_token(path: Path) -> str:
 
 def _write_private(path: Path, text: str) -> None:
     # Created with mode 0600 from the start, so the secret is never readable
-    # by others, not even between create and chmod; the chmod covers a file
+    # by others, not even between create and chmod. The chmod covers a file
     # that already existed with a wider mode.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -287,7 +287,11 @@ async def serve_http(
     config = HypercornConfig()
     config.bind = [listen]
     config.accesslog = None
-    config.errorlog = logging.getLogger(f"node.api.{name}.hypercorn")
+    # hypercorn announces each bind at INFO; serve_http logs the bound address
+    # itself, so only hypercorn's warnings and errors are kept.
+    errorlog = logging.getLogger(f"node.api.{name}.hypercorn")
+    errorlog.setLevel(logging.WARNING)
+    config.errorlog = errorlog
     config.graceful_timeout = 1.0
     # Without this hypercorn adds a Server header and date per response; the
     # API is for our own CLI, which needs neither.

@@ -7,7 +7,7 @@ seconds, after which whatever is left is cancelled. A second signal ends the
 process at once; the store stays consistent because SQLite's WAL makes every
 committed transaction durable.
 
-While the node runs, ``runtime.json`` in the data directory holds its process
+While the node runs, ``runtime.json`` in the data directory contains its process
 id, peer id, listen addresses and the API and metrics addresses, so that the
 CLI and scripts can find it. The file is removed when the daemon stops.
 """

@@ -11,8 +11,8 @@ Data flow of one vertex:
    log rejections with the peer id.
 3. An admitted vertex is stored, handed to the ``dag.consensus.Avalanche``
    engine and reported to the node's ``on_vertex`` callbacks.
-4. Engine actions are performed: polls go to peers over request/response and
-   their replies go back into the engine; ``Decided`` is written to the store
+4. Engine actions are performed. Polls go to peers over request/response, and
+   their replies go back into the engine. ``Decided`` is written to the store
    in one transaction before callbacks, metrics and waiters see it.
 
 A driver task waits until the engine's or the admission's next deadline, or
@@ -141,7 +141,7 @@ class DagSync:
         return vertex.id
 
     def _stored_tips(self) -> tuple[bytes, ...]:
-        # After a restart the engine holds no accepted vertices, so a new
+        # After a restart the engine has no accepted vertices, so a new
         # vertex names the most recent accepted ones instead of only the genesis.
         limit = self.engine.params.max_parents
         recent = [
@@ -328,10 +328,10 @@ class DagSync:
         return {"request_id": request_id, "votes": list(votes)}
 
     async def _await_unknown(self, peer: str, ids: Sequence[bytes]) -> None:
-        # A poll often overtakes the gossip of the vertex it asks about. As in
-        # avalanchego, the reply waits until the vertex is fetched and
-        # admitted (or a deadline passes), because an empty reply would count
-        # as a failed poll and push the poller into repoll backoff.
+        # A poll often overtakes the gossip of the vertex it names. The reply
+        # waits until that vertex is fetched and admitted (or half the poll
+        # timeout passes), because an empty reply counts as a failed poll and
+        # pushes the poller into repoll backoff.
         from dag.consensus import Status
 
         unknown = [v for v in ids if self.engine.status(v) is Status.UNKNOWN]

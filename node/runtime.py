@@ -20,7 +20,7 @@ A callback's ``status`` is ``"admitted"`` (stored, consensus undecided),
 ``"accepted"`` or ``"rejected"``. A callback runs once per vertex and status,
 in the order admitted, then accepted or rejected, for vertices this node
 issued and for those that peers sent. A callback may be a plain function or
-return an awaitable, which is then run as a task; an exception in a callback
+return an awaitable, which is then run as a task. An exception in a callback
 is logged and does not stop the node.
 
 Modules listed in ``EXTENSIONS`` that exist define ``install(node)``; the
