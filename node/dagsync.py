@@ -337,7 +337,7 @@ class DagSync:
         unknown = [v for v in ids if self.engine.status(v) is Status.UNKNOWN]
         if not unknown:
             return
-        self.node.nursery.start_soon(self._fetch_vertices, peer, unknown)
+        self._spawn(self._fetch_vertices, peer, unknown)
         events = [self._admitted_events.setdefault(v, trio.Event()) for v in unknown]
         with trio.move_on_after(self.engine.params.poll_timeout / 2):
             for event in events:
@@ -393,13 +393,9 @@ class DagSync:
             elif isinstance(action, Rejected):
                 self._rejected(action)
             elif isinstance(action, RequestVertices):
-                self.node.nursery.start_soon(
-                    self._fetch_vertices, action.peer, action.ids
-                )
+                self._spawn(self._fetch_vertices, action.peer, action.ids)
             elif isinstance(action, RequestKey):
-                self.node.nursery.start_soon(
-                    self._fetch_key, action.peer, action.key_id
-                )
+                self._spawn(self._fetch_key, action.peer, action.key_id)
             elif isinstance(action, StoreKey):
                 self.store.put_public_key(action.public_key)
         if admitted:
@@ -446,13 +442,11 @@ class DagSync:
 
         for action in actions:
             if isinstance(action, SendPoll):
-                self.node.nursery.start_soon(
+                self._spawn(
                     self._send_poll, action.peer, action.request_id, action.vertex_ids
                 )
             elif isinstance(action, FetchVertices):
-                self.node.nursery.start_soon(
-                    self._fetch_vertices, action.peer, action.vertex_ids
-                )
+                self._spawn(self._fetch_vertices, action.peer, action.vertex_ids)
             elif isinstance(action, Decided):
                 self._decided(action.accepted, action.rejected)
         self._wake.set()
@@ -495,6 +489,17 @@ class DagSync:
         self.node.metrics.count_invalid(reason)
         log.warning("peer misbehaved peer_id=%s reason=%s", peer, reason)
         self.node.p2p.guard.report(peer, reason)
+
+    def _spawn(self, fn, *args: Any) -> None:
+        # These tasks run in the node's nursery; an error in one of them must
+        # not cancel the node, so it is logged and the task ends.
+        async def contained() -> None:
+            try:
+                await fn(*args)
+            except Exception:
+                log.exception("dag task failed task=%s", fn.__name__)
+
+        self.node.nursery.start_soon(contained, name=f"dag:{fn.__name__}")
 
     # Background loops ----------------------------------------------------
 

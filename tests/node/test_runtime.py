@@ -157,3 +157,43 @@ async def test_oversized_payload_is_a_node_error(tmp_path):
     async with _mesh(tmp_path, 1) as (node,):
         with pytest.raises(NodeError, match="note"):
             await node.issue_vertex("note", {"blob": "x" * (1 << 20)})
+
+
+async def test_invalid_vertices_from_peer_logged_and_node_keeps_working(
+    tmp_path, caplog
+):
+    import dataclasses
+    import logging
+
+    from dag import codec
+    from dag.vertex import create_vertex
+    from p2p.reqresp import RemoteError
+
+    caplog.set_level(logging.WARNING, logger="node.dagsync")
+    async with _mesh(tmp_path, 2) as (honest, sender):
+        genesis = honest.dag.genesis.id
+        good = create_vertex(sender.signing_key, [genesis], "note", {"n": 5}, (), 0)
+        forged = dataclasses.replace(good, signature=bytes(len(good.signature)))
+        # Valid encoding, so gossip forwards it; admission must reject it.
+        await sender.p2p.gossip.publish("vertices/1", codec.encode_vertex(forged))
+
+        with pytest.raises(RemoteError):
+            await sender.p2p.reqresp.request(
+                honest.peer_id, "dag.vertices", {"ids": ["not bytes"]}, 5
+            )
+        with pytest.raises(RemoteError):
+            await sender.p2p.reqresp.request(
+                honest.peer_id, "dag.poll", {"request_id": "x", "ids": []}, 5
+            )
+
+        with trio.fail_after(20):
+            while "reason=bad_signature" not in caplog.text:
+                await trio.sleep(0.05)
+        assert f"vertex rejected peer_id={sender.peer_id}" in caplog.text
+        name = "synaptic_mesh_invalid_messages_total"
+        assert honest.metrics.value(name, reason="bad_signature") == 1
+        assert honest.vertex_status(forged.id) == "unknown"
+
+        # Both nodes still agree on new vertices afterwards.
+        vertex_id = await sender.issue_vertex("note", {"n": 6})
+        assert await honest.wait_decided(vertex_id, 30) == "accepted"
