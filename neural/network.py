@@ -1,10 +1,11 @@
 """FANN networks: structure, creation, weight init and the forward pass.
 
 Public API:
-    ``Network`` with ``run(inputs)``, ``test(data) -> (mse, bit_fail)``,
-    ``num_inputs``, ``num_outputs``, ``layer_sizes``, ``weights`` (read-only
-    view), ``set_weights(w)``, activation and steepness setters,
-    ``randomize_weights(low, high, rng)``, ``init_weights(data, rng)``,
+    ``Network`` with ``run(inputs)``,
+    ``test(inputs, outputs) -> (mse, bit_fail)``, ``num_inputs``,
+    ``num_outputs``, ``layer_sizes``, ``weights`` (read-only view),
+    ``set_weights(w)``, activation and steepness setters,
+    ``randomize_weights(low, high, rng)``, ``init_weights(inputs, rng)``,
     ``set_scaling_params(...)``, ``scale_input``/``descale_output`` and
     friends, ``copy()``;
     ``create_standard(layer_sizes, rng)``,
@@ -23,7 +24,8 @@ For speed each non-input layer also holds a dense matrix ``M`` of shape
 (neurons, layer inputs): for a fully connected network a view into the flat
 weight vector, for a sparse one a copy with zeros where no connection
 exists, refreshed from the flat weights by ``_sync``. The forward pass is
-then one matrix product per layer over all rows, in float64.
+then one matrix product per layer over all rows, in float64, with the
+steepness folded into a cached copy of the matrix.
 """
 
 from __future__ import annotations
@@ -247,7 +249,7 @@ class Network:
             self._layers.append(
                 self._make_layer(index, first, count, in_start, width, first_con)
             )
-        self._scaled = None
+        self._scaled: dict[str, list] = {}
         self._generation = getattr(self, "_generation", 0) + 1
         self._local = threading.local()
 
@@ -327,7 +329,7 @@ class Network:
         for layer in self._layers:
             if layer.positions is not None:
                 layer.matrix.flat[layer.positions] = self._weights[layer.con]
-        self._scaled = None
+        self._scaled = {}
 
     # -- activations ---------------------------------------------------------
 
@@ -465,22 +467,30 @@ class Network:
 
     # -- forward pass ------------------------------------------------------------
 
-    def run(self, inputs: np.ndarray) -> np.ndarray:
+    def run(self, inputs: np.ndarray, dtype=np.float64) -> np.ndarray:
         """Run the network like ``fann_run`` (no scaling applied).
 
         Args:
             inputs: shape (num_inputs,) for one row, or (rows, num_inputs).
+            dtype: ``np.float64`` (default) or ``np.float32``. Float32 runs
+                the batched pass in single precision, as C FANN computes. It
+                is up to about twice as fast, and its outputs differed from C
+                FANN's by up to 1.6e-5 on the reference networks (float64:
+                5.6e-6).
 
         Returns:
-            shape (num_outputs,) or (rows, num_outputs), float64.
+            shape (num_outputs,) or (rows, num_outputs), of `dtype`.
         """
-        x = np.asarray(inputs, dtype=np.float64)
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float64, np.float32):
+            raise NeuralError(f"dtype {dtype} is invalid: expected float64 or float32")
+        x = np.asarray(inputs, dtype=dtype)
         if x.ndim == 1:
             if x.shape[0] != self.num_inputs:
                 raise NeuralError(
                     f"expected {self.num_inputs} inputs, got {x.shape[0]}"
                 )
-            return self._run_row(x)
+            return self._run_row(x.astype(np.float64, copy=False)).astype(dtype)
         if x.ndim != 2 or x.shape[1] != self.num_inputs:
             raise NeuralError(
                 f"expected inputs of shape (rows, {self.num_inputs}), got {x.shape}"
@@ -500,7 +510,7 @@ class Network:
         ``sums is values``. For a shortcut network, values of earlier layers
         feed later ones.
         """
-        scaled = self._scaled_weights()
+        scaled = self._scaled_weights(x.dtype)
         trace = []
         if self.network_type == NetworkType.LAYER:
             prev = x
@@ -511,7 +521,7 @@ class Network:
                 trace.append((s, v))
                 prev = v
             return trace
-        values = np.empty((x.shape[0], self.total_neurons))
+        values = np.empty((x.shape[0], self.total_neurons), dtype=x.dtype)
         values[:, : self.num_inputs] = x
         values[:, self.num_inputs] = 1.0
         for layer, (weights, _) in zip(self._layers, scaled):
@@ -522,7 +532,9 @@ class Network:
         self._shortcut_values = values
         return trace
 
-    def _scaled_weights(self) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    def _scaled_weights(
+        self, dtype=np.float64
+    ) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """Return per layer the weights times the steepness, and the bias.
 
         Folding the steepness into a cached copy saves a pass over every
@@ -530,20 +542,22 @@ class Network:
         For a layered network the bias column is split off; a shortcut
         network keeps it inside (its bias is an input column).
         """
-        if self._scaled is None:
-            scaled = []
-            for layer in self._layers:
-                k = layer.steepness
-                k_col = k if np.isscalar(k) else np.asarray(k)[:, None]
-                full = layer.matrix * k_col
-                if self.network_type == NetworkType.LAYER:
-                    scaled.append(
-                        (np.ascontiguousarray(full[:, :-1]), full[:, -1].copy())
-                    )
-                else:
-                    scaled.append((full, None))
-            self._scaled = scaled
-        return self._scaled
+        key = np.dtype(dtype).char
+        cached = self._scaled.get(key)
+        if cached is not None:
+            return cached
+        scaled = []
+        for layer in self._layers:
+            k = layer.steepness
+            k_col = k if np.isscalar(k) else np.asarray(k)[:, None]
+            full = (layer.matrix * k_col).astype(dtype)
+            if self.network_type == NetworkType.LAYER:
+                weights = np.ascontiguousarray(full[:, :-1])
+                scaled.append((weights, full[:, -1].copy()))
+            else:
+                scaled.append((full, None))
+        self._scaled[key] = scaled
+        return scaled
 
     @staticmethod
     def _activate_layer(layer: _Layer, s: np.ndarray, keep_sums: bool) -> np.ndarray:
@@ -613,8 +627,8 @@ class Network:
 
 
 def _activation_arrays(total: int) -> tuple[np.ndarray, np.ndarray]:
-    # Created networks: inputs and biases (0, 0), other neurons
-    # SIGMOID_STEPWISE with steepness 0.5, C FANN's creation defaults.
+    # Activation id and steepness 0 for every neuron; the creators then set
+    # C FANN's defaults (SIGMOID_STEPWISE, 0.5) on all but inputs and biases.
     return np.zeros(total, dtype=np.int64), np.zeros(total)
 
 

@@ -39,6 +39,24 @@ def test_reference_outputs_within_1e5(fann_datasets, run):
     assert np.max(np.abs(got - expected)) <= 1e-5
 
 
+@pytest.mark.parametrize("run", RUNS)
+def test_float32_run_within_5e5(fann_datasets, run):
+    net = neural.load(fann_datasets / "reference/nets" / f"{run}.net")
+    data = _test_set(fann_datasets, run)
+    expected = _reference_outputs(fann_datasets, run)
+    got = net.run(data.inputs, dtype=np.float32)
+    assert got.dtype == np.float32
+    # Float32 sums in another order than C FANN's: 1.6e-5 on mushroom_e200.
+    assert np.max(np.abs(got - expected)) <= 5e-5
+    assert net.run(data.inputs[0], dtype=np.float32).dtype == np.float32
+
+
+def test_run_rejects_other_dtypes():
+    net = neural.create_standard((2, 2, 1))
+    with pytest.raises(NeuralError, match="float64 or float32"):
+        net.run(np.zeros((1, 2)), dtype=np.int32)
+
+
 @pytest.mark.parametrize("run", ["thyroid_e200", "robot_e200", "xor_e200"])
 def test_single_row_equals_batch(fann_datasets, run):
     net = neural.load(fann_datasets / "reference/nets" / f"{run}.net")
