@@ -169,6 +169,16 @@ class DagSync:
         counts["vertices"] = sum(counts.values())
         return counts
 
+    def engine_stats(self) -> dict[str, Any]:
+        """Return consensus and admission counters for ``status``."""
+        import dataclasses
+
+        return {
+            "consensus": dataclasses.asdict(self.engine.stats()),
+            "admission": dataclasses.asdict(self.admission.stats()),
+            "voters": len(self._peers),
+        }
+
     def tail(self, n: int) -> list[Any]:
         return self.store.tail(n)
 

@@ -172,6 +172,7 @@ class Node:
             "peers": self.p2p.connected_peers(),
             "topics": sorted(gossip.pubsub.channels) if gossip is not None else [],
             "dag": self.dag.counts(),
+            "engine": self.dag.engine_stats(),
             "services": self.services.snapshot(),
             "uptime_s": round(time.time() - self.started_at, 3),
             "api": self.api_address,
