@@ -308,15 +308,34 @@ class _MeshSwarm(Swarm):
     guard: GuardHooks
 
     def _init_connection_management(self) -> None:
+        self._held: dict[ID, float] = {}
         super()._init_connection_management()
         self.auto_connector = _IdleAutoConnector(
             swarm=self,
             auto_connect_interval=self.connection_config.auto_connect_interval,
         )
 
+    def hold(self, peer_id: ID, seconds: float) -> None:
+        """Refuse implicit dials to `peer_id` for `seconds`.
+
+        Any `new_stream` to an unconnected peer dials it, so after an explicit
+        disconnect Pubsub's peer registration retry or a DHT query would
+        reconnect at once. `release` lifts the hold for an explicit connect.
+        """
+        self._held[peer_id] = trio.current_time() + seconds
+
+    def release(self, peer_id: ID) -> None:
+        """Lift a `hold` on `peer_id`."""
+        self._held.pop(peer_id, None)
+
     async def dial_peer(self, peer_id: ID) -> list[INetConn]:
         if self.guard.is_banned(peer_id.to_base58()):
             raise SwarmException(f"peer {peer_id} is banned")
+        held_until = self._held.get(peer_id)
+        if held_until is not None:
+            if trio.current_time() < held_until:
+                raise SwarmException(f"peer {peer_id} was disconnected on request")
+            del self._held[peer_id]
         live = [c for c in self.get_connections(peer_id) if not c.is_closed]
         if live:
             return live

@@ -21,7 +21,7 @@ Public API:
     svc.listen_addrs: list[str], full multiaddrs ending in /p2p/<peer id>
     await svc.connect(multiaddr: str, timeout: float | None = None) -> str
     svc.connected_peers() -> list[str]
-    await svc.disconnect(peer_id: str) -> None
+    await svc.disconnect(peer_id: str, hold: float = 30.0) -> None
     svc.protocol_id(name: str, version: str = "1.0.0") -> str
     svc.guard, svc.reqresp, svc.peers, svc.gossip, svc.discovery, svc.host
     DialError(P2PError)
@@ -112,6 +112,7 @@ class P2PService:
             raise DialError(f"peer {peer_id} is banned")
         if timeout is None:
             timeout = self.config.dial_timeout
+        self.host.get_network().release(info.peer_id)
         try:
             with trio.fail_after(timeout):
                 await self.host.connect(info)
@@ -126,10 +127,15 @@ class P2PService:
             self.peers.note_dialed(peer_id, [str(a) for a in info.addrs])
         return peer_id
 
-    async def disconnect(self, peer_id: str) -> None:
-        """Close every connection to `peer_id` and stop redialing it."""
+    async def disconnect(self, peer_id: str, hold: float = 30.0) -> None:
+        """Close every connection to `peer_id` and stop redialing it.
+
+        For `hold` seconds no component may dial the peer implicitly; an
+        explicit `connect` lifts that at once. The peer may still dial us.
+        """
         if self.peers is not None:
             self.peers.forget(peer_id)
+        self.host.get_network().hold(ID.from_base58(peer_id), hold)
         await self.host.disconnect(ID.from_base58(peer_id))
 
 
