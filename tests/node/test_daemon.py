@@ -288,3 +288,20 @@ def test_second_daemon_on_same_directory_rejected(tmp_path, daemons):
     assert other.process.wait(timeout=30) == 1
     assert f"a daemon (pid {info['pid']}) is already running" in other.stderr()
     assert daemon.runtime()["pid"] == info["pid"]
+
+
+def test_second_signal_exits_at_once(tmp_path, daemons):
+    import os
+
+    daemon = Daemon(tmp_path / "node")
+    daemons.append(daemon)
+    daemon.init()
+    daemon.start()
+    daemon.wait_ready()
+    # Two different signals sent back to back are both pending when the
+    # daemon reads the first, so the second one ends the graceful stop.
+    os.kill(daemon.process.pid, signal.SIGINT)
+    os.kill(daemon.process.pid, signal.SIGTERM)
+    assert daemon.process.wait(timeout=10) == 128 + signal.SIGTERM
+    assert "exiting without a graceful stop" in daemon.stderr()
+    assert not (daemon.data_dir / "runtime.json").exists()
