@@ -106,6 +106,10 @@ MAX_WAIT_S: Final = 300.0
 # Finality samples kept for `GET /tasks`; older ones are dropped.
 MAX_FINALITY_SAMPLES: Final = 10_000
 MAX_FINISHED_REQUESTS: Final = 1000
+# A lookup that found providers is trusted this long, a third of the DHT's
+# provider record lifetime (90 s in p2p.discovery), so a burst of requests
+# costs one lookup. A failed request drops the entry.
+PROVIDERS_CACHE_S: Final = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +233,9 @@ class InferenceService:
         self._result_peers: dict[bytes, str] = {}
         self._finality: deque[float] = deque(maxlen=MAX_FINALITY_SAMPLES)
         self._advertised: set[tuple[str, str]] = set()
+        # Model hash -> time until which a past lookup vouches for providers.
+        self._providers_known: dict[str, float] = {}
+        self._lookup_failures: deque[str] = deque(maxlen=20)
         self._registering: set[str] = set()
         self._rejected_payloads = 0
         for info in self.store.list():
@@ -284,7 +291,8 @@ class InferenceService:
             if pending is not None:
                 pending.stages.setdefault("claim_accepted", now)
                 pending.claimer = vertex.author.hex()
-            log.debug(
+            log.log(
+                logging.INFO if round_ else logging.DEBUG,
                 "claim accepted task=%s round=%d provider=%s",
                 task_id.hex(),
                 round_,
@@ -330,9 +338,11 @@ class InferenceService:
     # --- action loop ------------------------------------------------------
 
     def _queue(self, actions: list[Any]) -> None:
-        if actions:
-            self._actions.extend(actions)
-            self._wake.set()
+        # Wake the loop even without actions, because the event may have
+        # moved the core's next deadline earlier (a claim accepted by another
+        # provider starts its run timer).
+        self._actions.extend(actions)
+        self._wake.set()
 
     async def run(self) -> None:
         """Perform queued actions and expire deadlines until cancelled."""
@@ -352,6 +362,14 @@ class InferenceService:
         if isinstance(action, IssueTask):
             nursery.start_soon(self._issue_task, action)
         elif isinstance(action, IssueClaim):
+            # Round 0 is the usual race; a later round means a provider
+            # missed its run deadline, which operators want to see.
+            log.log(
+                logging.INFO if action.round else logging.DEBUG,
+                "task claimed task=%s round=%d",
+                action.task_id.hex(),
+                action.round,
+            )
             key = claim_conflict_key(action.task_id, action.round)
             body = claim_payload(action.task_id, action.round)
             nursery.start_soon(self._issue, CLAIM_TYPE, body, (key,))
@@ -440,6 +458,8 @@ class InferenceService:
             log.warning("task failed ref=%d reason=%s", outcome.ref, outcome.reason)
         if pending is None:
             return
+        if isinstance(outcome, TaskFailed):
+            self._providers_known.pop(pending.model_hash, None)
         pending.outcome = outcome
         pending.stages["finished"] = trio.current_time()
         pending.done.set()
@@ -476,15 +496,19 @@ class InferenceService:
         started = trio.current_time()
         model_hash = self.resolve(name)
         pending_stages: dict[str, float] = {}
-        if not self.store.has(model_hash):
+        known_until = self._providers_known.get(model_hash, -math.inf)
+        if not self.store.has(model_hash) and known_until < started:
             providers = await self.find_providers(name, model_hash)
             pending_stages["lookup"] = trio.current_time()
             if not providers:
-                raise ApiError(
-                    503,
+                reason = (
                     f"no provider advertises model {name} ({model_hash[:16]}) "
-                    "in the DHT",
+                    "in the DHT"
                 )
+                self._lookup_failures.append(reason)
+                log.warning("task not submitted model=%s reason=%s", name, reason)
+                raise ApiError(503, reason)
+            self._providers_known[model_hash] = started + PROVIDERS_CACHE_S
         values = _inputs(inputs)
         now = trio.current_time()
         actions = self.core.submit(name, model_hash, values, now, self.node.peer_id)
@@ -738,7 +762,33 @@ def install(node: Node, params: ServiceParams | None = None) -> InferenceService
     node.start_service("tasks", service.run)
     node.start_service("models", service.advertise_loop)
     _install_routes(node, service)
+    _extend_status(node, service)
     return service
+
+
+def _extend_status(node: Node, service: InferenceService) -> None:
+    """Add a ``tasks`` section to the node's ``GET /status`` document."""
+    base_status = node.status
+
+    def status() -> dict[str, Any]:
+        doc = base_status()
+        stats = service.core.stats()
+        doc["tasks"] = {
+            "open": stats.requests_open,
+            "completed": stats.requests_completed,
+            "failed": stats.requests_failed,
+            "failed_lookups": len(service._lookup_failures),
+            "recent_lookup_failures": list(service._lookup_failures)[-5:],
+            "claims_won": stats.claims_won,
+            "results_issued": stats.results_issued,
+            "recent_failures": list(stats.recent_failures[-5:]),
+            "models": [info.name for info in service.store.list()],
+        }
+        return doc
+
+    # The status route calls node.status() at request time, so replacing the
+    # bound method on this instance is enough for the section to appear.
+    node.status = status
 
 
 def _install_routes(node: Node, service: InferenceService) -> None:

@@ -104,7 +104,9 @@ class TaskParams:
             providers may die holding one task before it fails.
         max_submits: submissions of one request (the first included).
         reclaim_jitter_s: providers spread their re-claims over this many
-            seconds so that they do not all hit one conflict set at once.
+            seconds, so the first re-claim usually reaches the others (tens
+            of milliseconds on a LAN) before their own timers fire, and they
+            leave the round to it.
         retain_s: how long finished tasks are kept to drop late vertices.
         max_tracked: tasks tracked at once; the oldest finished ones go first.
     """
@@ -113,7 +115,7 @@ class TaskParams:
     run_timeout_s: float = 3.0
     max_rounds: int = 3
     max_submits: int = 2
-    reclaim_jitter_s: float = 0.2
+    reclaim_jitter_s: float = 0.5
     retain_s: float = 120.0
     max_tracked: int = 10_000
 
@@ -402,6 +404,7 @@ class _Task:
     accepted: dict[int, bytes] = field(default_factory=dict)  # round -> claimer
     accepted_at: dict[int, float] = field(default_factory=dict)
     claimed_rounds: set[int] = field(default_factory=set)  # rounds we claimed
+    others_claimed: set[int] = field(default_factory=set)  # rounds others claimed
     running: bool = False
     # Results that arrived before their round's claim was accepted here.
     pending: dict[tuple[int, bytes], tuple[tuple[float, ...] | None, str | None]] = (
@@ -636,6 +639,10 @@ class TaskCore:
         now: float,
     ) -> list[Action]:
         """Handle a ``task.claim`` vertex that was admitted, accepted or rejected."""
+        if status == ADMITTED and author != self._author:
+            task = self._tasks.get(task_id)
+            if task is not None:
+                task.others_claimed.add(round_)
         if status != ACCEPTED:
             return []
         task = self._task(task_id, now)
@@ -745,9 +752,17 @@ class TaskCore:
         for task in list(self._tasks.values()):
             if task.reclaim_at <= now:
                 task.reclaim_at = math.inf
-                if task.finished_at is None and task.accepted:
+                next_round = max(task.accepted, default=-1) + 1
+                # A re-claim is recovery, not a race: when another provider
+                # already claimed the next round, a second claim would only
+                # add a conflict for consensus to resolve.
+                if (
+                    task.finished_at is None
+                    and task.accepted
+                    and next_round not in task.others_claimed
+                ):
                     self._reclaims += 1
-                    actions += self._claim(task, max(task.accepted) + 1)
+                    actions += self._claim(task, next_round)
             if task.finished_at is not None and now - task.finished_at >= (
                 self.params.retain_s
             ):

@@ -17,6 +17,7 @@ import pytest
 
 from node.tasks import (
     ACCEPTED,
+    ADMITTED,
     IssueClaim,
     IssueResult,
     IssueTask,
@@ -500,3 +501,20 @@ def test_params_validate_names_setting(change, name):
     params = TaskParams(**change)
     with pytest.raises(ValueError, match=name):
         params.validate()
+
+
+def test_reclaim_skipped_when_other_claimed_round():
+    me, other, dead = _author("me"), _author("other"), _author("dead")
+    core = TaskCore(PARAMS, random.Random(3), me)
+    core.add_model(HASH)
+    task_id = b"t" * 32
+    spec = TaskSpec("digits", HASH, (1.0,), 7, 1000, 3)
+    assert core.on_task(task_id, _author("r"), spec, 0.0) == [IssueClaim(task_id, 0)]
+    assert core.on_claim(task_id, 0, dead, ACCEPTED, 0.1) == []
+    assert core.on_claim(task_id, 1, other, ADMITTED, 1.05) == []
+    assert core.on_tick(2.0) == []
+    assert core.stats().reclaims == 0
+    # When that round is accepted and its winner dies too, the next
+    # round is claimed again.
+    assert core.on_claim(task_id, 1, other, ACCEPTED, 2.0) == []
+    assert core.on_tick(3.0 + PARAMS.reclaim_jitter_s) == [IssueClaim(task_id, 2)]
