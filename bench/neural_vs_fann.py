@@ -176,7 +176,9 @@ def plot_curves(curves: dict, path: Path) -> None:
 
 
 def _verdict(ok: bool | None) -> str:
-    return "n/a" if ok is None else ("hit" if ok else "MISS")
+    if ok is None:
+        return "n/a"
+    return "hit" if ok else "MISS"
 
 
 def render(results: list[Result], rounds: int) -> str:

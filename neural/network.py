@@ -15,7 +15,7 @@ Public API:
 Neurons have global indices in C FANN's order, layer by layer. A layered
 network has one bias neuron at the end of every layer (the output layer's
 is unused); a shortcut network has one bias neuron, at the end of the input
-layer, and every neuron sees all neurons of all earlier layers. Each
+layer, and every neuron is connected to all neurons of all earlier layers. Each
 connection is stored, as in the file, as (source neuron, weight) in C
 FANN's order: neuron by neuron, and for a fully connected layered network
 by source index with the bias last.
@@ -658,11 +658,12 @@ def create_sparse(
 ) -> Network:
     """Create a layered network with a fraction of the connections.
 
-    Follows ``fann_create_sparse_array``: each layer gets
+    Follows ``fann_create_sparse_array``. Each layer gets
     ``max(max(n_in, n_out), round(rate * n_in * n_out)) + n_out``
-    connections (bias included), spread evenly over its neurons; every
+    connections (bias included), spread evenly over its neurons. Every
     neuron has its bias first, every neuron of the previous layer feeds at
     least one neuron, and the rest are drawn at random without repeats.
+    Unlike C FANN, the random draws come from `rng`, uniformly.
     """
     rng = rng if rng is not None else np.random.default_rng()
     sizes = _check_sizes(layer_sizes)

@@ -6,7 +6,7 @@ Public API: ``TrainingParams``, ``CascadeParams``, ``ScaleParams``,
 C FANN keeps its training parameters on the network and saves them in the
 `.net` file; so does this engine, so a file survives load-then-save. Every
 default is C FANN 2.2.0's (``fann_allocate_structure``). Parameters that C
-FANN holds as float32 use the float32 value written out as a double, which
+FANN stores as float32 use the float32 value written out as a double, which
 is what C FANN prints with ``%.20e``.
 """
 
@@ -51,7 +51,7 @@ class ErrorFunction(enum.IntEnum):
 
 
 class StopFunction(enum.IntEnum):
-    """What ``desired_error`` is compared with (``fann_stopfunc_enum``)."""
+    """Quantity compared with ``desired_error`` (``fann_stopfunc_enum``)."""
 
     MSE = 0
     BIT = 1

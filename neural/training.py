@@ -74,8 +74,8 @@ def output_errors(net: Network, y: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 
 def _tanh_error(diff: np.ndarray) -> np.ndarray:
-    # C FANN holds d in float32 when it tests it against +-0.9999999, so
-    # a d of 0.99999995 already counts as saturated there; testing the
+    # C FANN stores d in float32 when it tests it against +-0.9999999, so
+    # a d of 0.99999995 already counts as saturated there. Testing the
     # float32-rounded value keeps a saturated output's error at 17 as in C.
     rounded = diff.astype(np.float32)
     inside = np.clip(diff, -0.9999999, 0.9999999)
@@ -335,7 +335,7 @@ class SarpropTrainer(Trainer):
         steps = np.where(grow, grown, np.where(shrink, shrunk, 0.0))
         # C FANN leaves next_step unset when the sign product is zero, so
         # such a weight inherits the step of the previous weight in the loop
-        # (0 at the start); reproduced to follow its trajectory.
+        # (0 at the start). We reproduce that to follow its trajectory.
         assigned = grow | shrink
         last = np.where(assigned, np.arange(self.size), -1)
         np.maximum.accumulate(last, out=last)

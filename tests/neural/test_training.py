@@ -13,10 +13,9 @@ RUNS = [
     for name in ("xor", "diabetes", "thyroid", "robot", "mushroom")
     for epochs in (200, 1000)
 ]
-# Measured final test MSE / C FANN's, for the record in failure messages.
 # After ~80 epochs float32 rounding in C flips RPROP sign decisions, so a
-# long run is compared by its final test MSE, not epoch by epoch; robot's
-# 1000-epoch run ends 1.24x above C FANN's (a miss of the 10% target).
+# long run is compared by its final test MSE, not epoch by epoch. Robot's
+# 1000-epoch run ends 1.24x above C FANN's, a miss of the 10% target.
 KNOWN_WORSE = {
     "robot_e1000": "final test MSE 1.24x C FANN's (chaotic after ~80 epochs)"
 }
