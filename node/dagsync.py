@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -70,7 +71,8 @@ class DagSync:
         self._waiters: dict[bytes, trio.Event] = {}
         self._admitted_events: dict[bytes, trio.Event] = {}
         self._peers: frozenset[str] = frozenset()
-        self._counts = {"admitted": 0, "accepted": 0, "rejected": 0}
+        # Stored vertices that waited for room in a full engine, oldest first.
+        self._deferred: deque[Any] = deque()
 
     # Start-up ------------------------------------------------------------
 
@@ -97,14 +99,9 @@ class DagSync:
         # are fed to the engine again, parents first, as the store returns them.
         # Admission learns stored ids lazily: a parent it does not know is
         # looked up in the store before anything is fetched from a peer.
-        now = trio.current_time()
         processing = list(self.store.processing())
-        for vertex in processing:
-            self._perform_engine(
-                self.engine.add_vertex(
-                    vertex.id, vertex.parents, vertex.conflict_keys, now
-                )
-            )
+        self._deferred.extend(processing)
+        self._add_deferred()
         if processing:
             log.info("reloaded undecided vertices count=%d", len(processing))
 
@@ -117,6 +114,12 @@ class DagSync:
         from dag import codec
         from dag.vertex import create_vertex
 
+        limit = self.engine.params.max_processing
+        if self._deferred or self.engine.processing_count >= limit:
+            raise NodeError(
+                f"cannot issue {payload_type} vertex: {limit} vertices are undecided "
+                "(consensus.max_processing); retry after some are decided"
+            )
         parents = tuple(self.engine.frontier()) or self._stored_tips()
         try:
             vertex = create_vertex(
@@ -342,9 +345,7 @@ class DagSync:
         # waits until that vertex is fetched and admitted (or half the poll
         # timeout passes), because an empty reply counts as a failed poll and
         # pushes the poller into repoll backoff.
-        from dag.consensus import Status
-
-        unknown = [v for v in ids if self.engine.status(v) is Status.UNKNOWN]
+        unknown = [v for v in ids if not self.store.has(v)]
         if not unknown:
             return
         self._spawn(self._fetch_vertices, peer, unknown)
@@ -428,24 +429,39 @@ class DagSync:
             event = self._admitted_events.pop(vertex.id, None)
             if event is not None:
                 event.set()
-            self._counts["admitted"] += 1
             self.node.metrics.vertices.labels(event="admitted").inc()
+            self.node._notify(vertex, "admitted")
+            if self._deferred:
+                # Children must reach the engine after their parents.
+                self._deferred.append(vertex)
+                continue
             try:
                 actions = self.engine.add_vertex(
                     vertex.id, vertex.parents, vertex.conflict_keys, now
                 )
-            except ProcessingFull as error:
-                # Stored but not voted on yet; it is fed to the engine again
-                # on restart. TODO: retry once processing drains, instead of
-                # waiting for a restart.
+            except ProcessingFull:
                 log.warning(
-                    "consensus full, vertex not polled vertex=%s error=%s",
+                    "consensus full, vertex waits for room vertex=%s processing=%d",
                     vertex.id.hex(),
-                    error,
+                    self.engine.processing_count,
                 )
+                self._deferred.append(vertex)
                 continue
             self._perform_engine(actions)
-            self.node._notify(vertex, "admitted")
+
+    def _add_deferred(self) -> None:
+        from dag.consensus import ProcessingFull
+
+        while self._deferred:
+            vertex = self._deferred[0]
+            try:
+                actions = self.engine.add_vertex(
+                    vertex.id, vertex.parents, vertex.conflict_keys, trio.current_time()
+                )
+            except ProcessingFull:
+                return
+            self._deferred.popleft()
+            self._perform_engine(actions)
 
     def _perform_engine(self, actions: Iterable[Any]) -> None:
         from dag.consensus import Decided, FetchVertices, SendPoll
@@ -523,6 +539,8 @@ class DagSync:
             now = trio.current_time()
             if now >= self.engine.next_deadline():
                 self._perform_engine(self.engine.on_tick(now))
+            if self._deferred:
+                self._add_deferred()
             wall = time.time()
             if wall >= self.admission.next_deadline():
                 await self._perform_admission(self.admission.on_tick(wall))

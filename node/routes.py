@@ -105,9 +105,10 @@ def _parse_id(text: str) -> bytes:
 
 def _peer_addrs(node: Node, peer: str) -> list[str]:
     from libp2p.peer.id import ID
+    from libp2p.peer.peerstore import PeerStoreError
 
     try:
         addrs = node.p2p.host.get_peerstore().addrs(ID.from_base58(peer))
-    except Exception:  # the peerstore raises when it has no record of the peer
+    except PeerStoreError:
         return []
     return sorted(str(addr) for addr in addrs)

@@ -197,3 +197,31 @@ async def test_invalid_vertices_from_peer_logged_and_node_keeps_working(
         # Both nodes still agree on new vertices afterwards.
         vertex_id = await sender.issue_vertex("note", {"n": 6})
         assert await honest.wait_decided(vertex_id, 30) == "accepted"
+
+
+async def test_full_engine_defers_vertices_until_room(tmp_path):
+    from node import NodeError
+
+    for name in ("big", "small"):
+        init_data_dir(tmp_path / name, network="test", force=False)
+    async with AsyncExitStack() as stack:
+        big = await stack.enter_async_context(open_node(_config(tmp_path / "big")))
+        overrides = {
+            "p2p.bootstrap": [big.p2p.listen_addrs[0]],
+            "metrics.listen": "off",
+            "consensus.max_processing": 2,
+        }
+        config = load_config(tmp_path / "small", env={}, overrides=overrides)
+        small = await stack.enter_async_context(open_node(config))
+        await _connected([big, small])
+
+        ids = [await big.issue_vertex("note", {"n": n}) for n in range(6)]
+        for vertex_id in ids:
+            assert await small.wait_decided(vertex_id, 30) == "accepted"
+            assert await big.wait_decided(vertex_id, 30) == "accepted"
+
+        # Locally issued vertices get back-pressure instead of waiting.
+        await small.issue_vertex("note", {"n": 10})
+        await small.issue_vertex("note", {"n": 11})
+        with pytest.raises(NodeError, match="consensus.max_processing"):
+            await small.issue_vertex("note", {"n": 12})
