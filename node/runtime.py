@@ -11,6 +11,7 @@ Hooks for code that runs inside the daemon (the inference tasks, tests)::
     status = await node.wait_decided(vertex_id, timeout)
     node.vertex_status(vertex_id) -> str
     node.start_service(name, async_fn, *args)   # supervised, restarted on crash
+    node.add_status_section(name, fn)           # fn() -> JSON value in /status
     node.api.add_route(method, path, handler)   # see node.api
     node.metrics                                # node.metrics.NodeMetrics
     node.p2p, node.store, node.config, node.signing_key, node.peer_id
@@ -55,6 +56,12 @@ STORE_FILE: Final = "dag.sqlite3"
 EXTENSIONS: Final[tuple[str, ...]] = ("node.inference",)
 
 VertexCallback = Callable[[Any, str], Awaitable[None] | None]
+_STATUS_KEYS: Final = frozenset(
+    {
+        "peer_id", "network", "listen_addrs", "peers", "topics", "dag", "engine",
+        "services", "uptime_s", "api", "metrics", "vertex_key_id",
+    }
+)  # fmt: skip
 
 
 class Node:
@@ -88,6 +95,7 @@ class Node:
             nursery, restart_delay=config.daemon.service_restart_delay_s
         )
         self._callbacks: dict[str, list[VertexCallback]] = defaultdict(list)
+        self._status_sections: dict[str, Callable[[], Any]] = {}
         # Imported here so that `node.runtime` stays cheap for commands that
         # only need its file-name constants.
         from node.dagsync import DagSync
@@ -136,6 +144,16 @@ class Node:
         """Run ``fn(*args)`` for the life of the node, restarting it if it raises."""
         self.services.start(name, fn, *args)
 
+    def add_status_section(self, name: str, fn: Callable[[], Any]) -> None:
+        """Add ``fn()`` to ``GET /status`` under `name`, computed per request.
+
+        Raises:
+            ValueError: the name is already a key of the status document.
+        """
+        if name in self._status_sections or name in _STATUS_KEYS:
+            raise ValueError(f"status section {name!r} already exists")
+        self._status_sections[name] = fn
+
     # Internal ------------------------------------------------------------
 
     def _notify(self, vertex: Any, status: str) -> None:
@@ -165,7 +183,7 @@ class Node:
     def status(self) -> dict[str, Any]:
         """Return the document that ``GET /status`` serves."""
         gossip = self.p2p.gossip
-        return {
+        document = {
             "peer_id": self.peer_id,
             "network": self.config.network,
             "listen_addrs": self.p2p.listen_addrs,
@@ -179,6 +197,13 @@ class Node:
             "metrics": self.metrics_address,
             "vertex_key_id": self.signing_key.key_id.hex(),
         }
+        for name, fn in self._status_sections.items():
+            try:
+                document[name] = fn()
+            except Exception as error:
+                log.exception("status section failed name=%s", name)
+                document[name] = {"error": f"{type(error).__name__}: {error}"}
+        return document
 
 
 @asynccontextmanager

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 from node.commands._common import add_data_dir, client_of, print_json
+
+# Keys that `format_status` renders itself or that only --json shows.
+_SHOWN_ELSEWHERE = frozenset(
+    {
+        "peer_id", "network", "uptime_s", "api", "metrics", "listen_addrs", "peers",
+        "topics", "dag", "services", "engine", "vertex_key_id",
+    }
+)  # fmt: skip
 
 
 def register(subparsers) -> None:
@@ -54,6 +63,15 @@ def format_status(status: dict) -> str:
         if service.get("restarts"):
             line += f" (restarted {service['restarts']}x: {service.get('last_error')})"
         lines.append(line)
+    # Sections that services add (for example tasks) follow, shown generically.
+    for name, value in status.items():
+        if name in _SHOWN_ELSEWHERE:
+            continue
+        lines.append(name)
+        items = value.items() if isinstance(value, dict) else [("", value)]
+        for key, item in items:
+            text = item if isinstance(item, str) else json.dumps(item)
+            lines.append(f"  {key:<20} {text}" if key else f"  {text}")
     return "\n".join(lines)
 
 

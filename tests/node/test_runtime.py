@@ -225,3 +225,18 @@ async def test_full_engine_defers_vertices_until_room(tmp_path):
         await small.issue_vertex("note", {"n": 11})
         with pytest.raises(NodeError, match="consensus.max_processing"):
             await small.issue_vertex("note", {"n": 12})
+
+
+async def test_status_sections_added_and_errors_contained(tmp_path):
+    from node.commands.status import format_status
+
+    async with _mesh(tmp_path, 1) as (node,):
+        node.add_status_section("widgets", lambda: {"spinning": 3})
+        node.add_status_section("broken", lambda: 1 / 0)
+        with pytest.raises(ValueError, match="already exists"):
+            node.add_status_section("dag", dict)
+        status = node.status()
+    assert status["widgets"] == {"spinning": 3}
+    assert status["broken"] == {"error": "ZeroDivisionError: division by zero"}
+    text = format_status(status)
+    assert "widgets\n  spinning             3" in text
