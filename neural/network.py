@@ -68,6 +68,11 @@ SATURATING = frozenset(
     }
 )
 
+# A sparse layer is run as a dense matrix with zeros. A file of a few MB
+# could declare a sparse layer needing terabytes, so the matrix is capped at
+# 2**24 entries (128 MiB).
+MAX_SPARSE_MATRIX = 2**24
+
 # Below this many rows the thread-limit switch costs more than it saves.
 _THREAD_LIMIT_ROWS = 64
 
@@ -289,6 +294,11 @@ class Network:
             matrix = self._weights[start:stop].reshape(count, width)
             positions = None
         else:
+            if count * width > MAX_SPARSE_MATRIX:
+                raise NeuralError(
+                    f"sparse layer {index} has {count} x {width} possible "
+                    f"connections; at most {MAX_SPARSE_MATRIX} are supported"
+                )
             matrix = np.zeros((count, width))
             matrix.flat[positions] = self._weights[start:stop]
         steep = self.steepness[first : first + count]

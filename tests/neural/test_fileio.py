@@ -325,3 +325,73 @@ def test_net_round_trip_property(net):
     np.testing.assert_array_equal(again.sources, net.sources)
     x = np.linspace(-1, 1, 3 * net.num_inputs).reshape(3, net.num_inputs)
     np.testing.assert_array_equal(again.run(x), net.run(x))
+
+
+@st.composite
+def corrupted(draw, text: str):
+    """Return `text` with a few random edits: cut, delete, insert, replace."""
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(["cut", "delete", "insert", "replace", "dup"]))
+        at = draw(st.integers(0, max(len(text) - 1, 0)))
+        if kind == "cut":
+            text = text[:at]
+        elif kind == "delete":
+            text = text[:at] + text[at + draw(st.integers(1, 20)) :]
+        elif kind == "insert":
+            text = text[:at] + draw(st.text(max_size=8)) + text[at:]
+        elif kind == "replace":
+            text = text[:at] + draw(st.sampled_from("0-9e.,( )\n=x")) + text[at + 1 :]
+        else:
+            lines = text.split("\n")
+            index = draw(st.integers(0, len(lines) - 1))
+            text = "\n".join(lines[: index + 1] + lines[index:])
+    return text
+
+
+XOR_TEXT = neural.dumps(neural.create_standard((2, 3, 1), np.random.default_rng(0)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(corrupted(XOR_TEXT))
+def test_corrupted_net_raises_only_neural_error(text):
+    try:
+        net = neural.loads(text, "peer.net")
+    except NeuralError as error:
+        assert "peer.net" in str(error) or "connection" in str(error)
+        return
+    assert net.run(np.zeros(net.num_inputs)).shape == (net.num_outputs,)
+
+
+@settings(max_examples=200, deadline=None)
+@given(corrupted("3 2 1\n0.5 1\n0\n1 1e-3\n1\n-1 2\n0.25\n"))
+def test_corrupted_data_raises_only_neural_error(text):
+    try:
+        data = neural.parse_data(text, "peer.data")
+    except NeuralError as error:
+        assert "peer.data" in str(error)
+        return
+    assert data.inputs.shape[0] == data.outputs.shape[0]
+
+
+def test_huge_sparse_layer_rejected_not_allocated():
+    sizes = (5000, 5000)
+    neurons = " ".join(
+        ["(0, 0, 0.0)"] * 5001 + ["(1, 3, 0.5)"] * 5000 + ["(0, 3, 0.0)"]
+    )
+    connections = " ".join("(5000, 0.1)" for _ in range(5000))
+    text = neural.dumps(neural.create_sparse(0.5, (3, 3), np.random.default_rng(0)))
+    text = re.sub(
+        r"layer_sizes=.*", f"layer_sizes={sizes[0] + 1} {sizes[1] + 1} ", text
+    )
+    text = re.sub(
+        r"neurons \(.*",
+        f"neurons (num_inputs, activation_function, activation_steepness)={neurons} ",
+        text,
+    )
+    text = re.sub(
+        r"connections \(.*",
+        f"connections (connected_to_neuron, weight)={connections} ",
+        text,
+    )
+    with pytest.raises(NeuralError, match="at most"):
+        neural.loads(text, "big.net")
