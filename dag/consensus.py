@@ -42,9 +42,10 @@ and the thresholds are bitwise comparisons (`dag.consensus_sets`). A poll
 therefore costs big-int operations plus Python work only for vertices whose
 confidence starts, resets or finalizes, never a walk over the DAG.
 
-No quorum. When a poll fails (timeouts, too few peers, split votes), the
-engine re-polls its frontier after a delay that doubles up to
-``repoll_backoff_max``, with one poll per delay. It never creates vertices, and
+No quorum. When polls fail for want of replies (timeouts, too few peers), or
+``beta`` polls in a row fail on split votes, the engine re-polls its frontier
+after a delay that doubles up to ``repoll_backoff_max``, with one poll per
+delay. It never creates vertices, and
 a failing poll adds nothing that outlives it, so memory stays flat.
 
 Public API:
@@ -249,6 +250,8 @@ class Avalanche:
         self._vertices: dict = {}  # processing vertices and accepted tips
         self._processing: dict[_Vertex, None] = {}  # ordered by seq
         self._decided: dict = {}  # vertex id -> True (accepted) / False
+        # Ids a responder votes for: strongly preferred or accepted.
+        self._yes: set = set()
         self._sets: dict = {}  # conflict key -> ConflictSet
         self._accepted_keys: set = set()
         self._contested: set[ConflictSet] = set()
@@ -268,6 +271,7 @@ class Avalanche:
         self._next_request_id = 1
         self._next_poll_at = -math.inf
         self._backoff = 0.0
+        self._failures = 0  # polls in a row without quorum
         self._pending_accepted: list = []
         self._pending_rejected: list = []
         self._counters = Counter()
@@ -359,20 +363,22 @@ class Avalanche:
         poll.pending.discard(peer)
         votes = tuple(votes)
         actions: list[Action] = []
-        if len(votes) > self.params.max_votes:
+        if votes == poll.batch:
+            # The common reply names only ids we asked about: nothing to check.
+            poll.replies.append(votes)
+        elif len(votes) > self.params.max_votes:
             self._counters["replies_invalid"] += 1
         else:
             poll.replies.append(votes)
-            if votes != poll.batch:
-                unknown = [
-                    v
-                    for v in votes
-                    if v not in self._vertices and v not in self._decided
-                ]
-                fetch = self._fetch_action(peer, unknown, now)
-                if fetch is not None:
-                    actions.append(fetch)
-        return self._finish(now, actions)
+            unknown = [
+                v for v in votes if v not in self._vertices and v not in self._decided
+            ]
+            fetch = self._fetch_action(peer, unknown, now)
+            if fetch is not None:
+                actions.append(fetch)
+        # Until this poll is complete nothing else can change: polls start on
+        # ticks or completions, and results apply in order.
+        return self._finish(now, actions) if not poll.pending else actions
 
     def on_poll_failed(self, peer: PeerId, request_id: int, now: float) -> list[Action]:
         """Count `peer`'s reply as missing (unreachable, error, closed)."""
@@ -480,8 +486,16 @@ class Avalanche:
                 self._contested.add(cset)
                 if cset.choose():
                     self._pending_recompute = True
-        if self._is_preferred(vertex) and all(p.sp for p in parents):
+        preferred = True
+        for key in keys:
+            if self._sets[key].pref is not vertex:
+                preferred = False
+        for parent in parents:
+            if not parent.sp:
+                preferred = False
+        if preferred:
             vertex.sp = True
+            self._yes.add(vid)
             self._sp_mask |= bit
             for parent in parents:
                 parent.d_children += 1
@@ -523,6 +537,9 @@ class Avalanche:
             vertex.sp = self._is_preferred(vertex) and all(p.sp for p in vertex.parents)
             if vertex.sp:
                 sp_mask |= 1 << vertex.index
+                self._yes.add(vertex.vid)
+            else:
+                self._yes.discard(vertex.vid)
         self._sp_mask = sp_mask
         for vertex in self._vertices.values():
             vertex.d_children = 0
@@ -540,6 +557,8 @@ class Avalanche:
     # Responder side
 
     def _votes_for(self, batch: tuple) -> tuple[tuple, list]:
+        if self._yes.issuperset(batch):
+            return batch, []
         votes = []
         unknown = []
         vertices = self._vertices
@@ -647,9 +666,19 @@ class Avalanche:
                 actions.append(SendPoll(peer, request_id, batch))
         return actions
 
-    def _record_failure(self, now: float) -> None:
+    def _record_failure(self, now: float, replies: int = 0) -> None:
+        """Count a poll without quorum and decide when the next one may start.
+
+        Too few replies for any quorum means peers are unreachable: back off
+        at once. Enough replies without a quorum is normal while vertices
+        spread, so the engine re-polls at once until ``beta`` such polls in a
+        row show that the network is split or stuck, then backs off too.
+        """
         params = self.params
         self._counters["polls_failed"] += 1
+        self._failures += 1
+        if replies >= params.alpha_preference and self._failures <= params.beta:
+            return
         self._backoff = min(
             params.repoll_backoff_max,
             max(params.repoll_backoff_min, 2 * self._backoff),
@@ -686,9 +715,10 @@ class Avalanche:
         self._accept_ready()
         if quorum:
             self._backoff = 0.0
+            self._failures = 0
             self._next_poll_at = -math.inf
         else:
-            self._record_failure(now)
+            self._record_failure(now, len(poll.replies))
 
     def _closure_mask(self, votes: tuple) -> int:
         mask = 0
@@ -804,6 +834,7 @@ class Avalanche:
             del self._vertices[vertex.vid]
             self._frontier.discard(vertex)
             self._decided[vertex.vid] = False
+            self._yes.discard(vertex.vid)
             self._pending_rejected.append(vertex.vid)
             self._counters["rejected"] += 1
             for key in vertex.keys:

@@ -142,10 +142,13 @@ class AvalancheParams:
     def for_network(cls, nodes: int, beta: int = 20) -> AvalancheParams:
         """Build parameters for a network of `nodes` nodes, self included.
 
-        The sample size is min(20, nodes - 1) and both alphas are ceil(3k/4),
-        which gives avalanchego's 20/15/15 from 21 nodes up and, for 5 nodes,
-        k=4 with alphas of 3: one silent node in a sample still leaves a
-        quorum. `concurrent_repolls` shrinks with beta to stay valid.
+        The sample size is min(20, nodes - 1). ``alpha_confidence`` is
+        ceil(3k/4), avalanchego's 15 of 20, so a quarter of a sample may be
+        silent. ``alpha_preference`` is k/2 + 1, avalanchego's dual-alpha
+        setting, which breaks an even split between two conflicting vertices
+        far sooner than 15 of 20 does; with few nodes an even split is common.
+        For 5 nodes this gives k=4 with both alphas 3. `concurrent_repolls`
+        shrinks with beta to stay valid.
 
         Raises:
             InvalidParams: if `nodes` < 2 or the result is invalid.
@@ -153,11 +156,10 @@ class AvalancheParams:
         if nodes < 2:
             raise InvalidParams(f"nodes={nodes} must be at least 2 to sample a peer")
         k = min(20, nodes - 1)
-        alpha = max(k // 2 + 1, math.ceil(3 * k / 4))
         params = cls(
             k=k,
-            alpha_preference=alpha,
-            alpha_confidence=alpha,
+            alpha_preference=k // 2 + 1,
+            alpha_confidence=max(k // 2 + 1, math.ceil(3 * k / 4)),
             beta=beta,
             concurrent_repolls=min(4, beta),
         )

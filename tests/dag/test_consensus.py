@@ -125,8 +125,8 @@ def test_params_for_small_network():
     params = AvalancheParams.for_network(5)
     assert (params.k, params.alpha_preference, params.alpha_confidence) == (4, 3, 3)
     assert params.beta == 20
-    assert AvalancheParams.for_network(100).k == 20
-    assert AvalancheParams.for_network(100).alpha_preference == 15
+    large = AvalancheParams.for_network(100)
+    assert (large.k, large.alpha_preference, large.alpha_confidence) == (20, 11, 15)
     with pytest.raises(InvalidParams):
         AvalancheParams.for_network(1)
 
