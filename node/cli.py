@@ -29,6 +29,7 @@ COMMAND_MODULES: Final[tuple[str, ...]] = (
     "node.commands.infer",
     "node.commands.testnet",
     "node.commands.dag",
+    "node.commands.simulate",
 )
 
 
