@@ -172,6 +172,10 @@ class DagSync:
         counts["vertices"] = sum(counts.values())
         return counts
 
+    def voters(self) -> frozenset[str]:
+        """Return the peers that consensus polls sample from."""
+        return self._peers
+
     def engine_stats(self) -> dict[str, Any]:
         """Return consensus and admission counters for ``status``."""
         import dataclasses

@@ -3,7 +3,7 @@
 Endpoints (JSON; every one needs the bearer token)::
 
     GET  /status                 node.status()
-    GET  /peers                  [{"peer_id", "addrs"}]
+    GET  /peers                  [{"peer_id", "addrs", "voter", "rejections"}]
     POST /publish                {"topic", "message", "timeout"} -> {"vertex_id", "status"}
     GET  /dag/tail?n=N           the N most recent vertices, newest first
     GET  /dag/vertex/{id}        one vertex with its decoded payload and status
@@ -34,7 +34,17 @@ def install(node: Node) -> None:
 
     async def peers(request: ApiRequest) -> Any:
         return [
-            {"peer_id": peer, "addrs": _peer_addrs(node, peer)}
+            {
+                "peer_id": peer,
+                "addrs": _peer_addrs(node, peer),
+                "voter": peer in node.dag.voters(),
+                "rejections": {
+                    str(reason): count
+                    for reason, count in node.dag.admission.rejection_counts(
+                        peer
+                    ).items()
+                },
+            }
             for peer in node.p2p.connected_peers()
         ]
 

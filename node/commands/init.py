@@ -56,7 +56,7 @@ def init_data_dir(
     """Create the files of a node in `data_dir` and return its ids.
 
     Raises:
-        NodeError: the directory already holds an identity and `force` is false,
+        NodeError: the directory already contains an identity and `force` is false,
             or the network name is invalid.
     """
     from dag.keys import SigningKey

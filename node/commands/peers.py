@@ -27,5 +27,14 @@ def run(args: argparse.Namespace) -> int:
         print("no connected peers")
     for peer in peers:
         addrs = " ".join(peer.get("addrs", [])) or "-"
-        print(f"{peer['peer_id']}  {addrs}")
+        line = f"{peer['peer_id']}  {addrs}"
+        if not peer.get("voter", True):
+            # Connected, but not (yet) subscribed to this network's vertices.
+            line += "  (not voting)"
+        if peer.get("rejections"):
+            counts = ", ".join(
+                f"{r}={n}" for r, n in sorted(peer["rejections"].items())
+            )
+            line += f"  rejected: {counts}"
+        print(line)
     return 0

@@ -159,7 +159,7 @@ async def test_oversized_payload_is_a_node_error(tmp_path):
             await node.issue_vertex("note", {"blob": "x" * (1 << 20)})
 
 
-async def test_invalid_vertices_from_peer_logged_and_node_keeps_working(
+async def test_invalid_vertices_logged_and_contained(
     tmp_path, caplog
 ):
     import dataclasses
@@ -193,6 +193,8 @@ async def test_invalid_vertices_from_peer_logged_and_node_keeps_working(
         name = "synaptic_mesh_invalid_messages_total"
         assert honest.metrics.value(name, reason="bad_signature") == 1
         assert honest.vertex_status(forged.id) == "unknown"
+        counts = honest.dag.admission.rejection_counts(sender.peer_id)
+        assert counts == {"bad_signature": 1}
 
         # Both nodes still agree on new vertices afterwards.
         vertex_id = await sender.issue_vertex("note", {"n": 6})
