@@ -68,7 +68,7 @@ class DagSync:
         )
         self._wake = trio.Event()
         self._admitted_at: dict[bytes, float] = {}
-        self._waiters: dict[bytes, trio.Event] = {}
+        self._waiters: dict[bytes, set[trio.Event]] = {}
         self._admitted_events: dict[bytes, trio.Event] = {}
         self._peers: frozenset[str] = frozenset()
         # Stored vertices that waited for room in a full engine, oldest first.
@@ -156,9 +156,17 @@ class DagSync:
         status = self.status_of(vertex_id)
         if status in ("accepted", "rejected"):
             return status
-        event = self._waiters.setdefault(vertex_id, trio.Event())
-        with trio.move_on_after(timeout):
-            await event.wait()
+        event = trio.Event()
+        waiting = self._waiters.setdefault(vertex_id, set())
+        waiting.add(event)
+        try:
+            with trio.move_on_after(timeout):
+                await event.wait()
+        finally:
+            # A waiter that timed out leaves nothing behind.
+            waiting.discard(event)
+            if not waiting and self._waiters.get(vertex_id) is waiting:
+                del self._waiters[vertex_id]
         return self.status_of(vertex_id)
 
     def status_of(self, vertex_id: bytes) -> str:
@@ -291,6 +299,11 @@ class DagSync:
             )
             return
         data = reply.get("key")
+        if data is None:
+            # An honest peer may have forwarded a vertex without holding its
+            # author's key; admission asks the next peer that names it.
+            log.info("key not held by peer peer_id=%s key_id=%s", peer, key_id.hex())
+            return
         if not isinstance(data, bytes):
             self._misbehaved(peer, "malformed key fetch reply")
             return
@@ -493,8 +506,7 @@ class DagSync:
                 started = self._admitted_at.pop(vertex_id, None)
                 if started is not None and status == "accepted":
                     metrics.finality_seconds.observe(now - started)
-                event = self._waiters.pop(vertex_id, None)
-                if event is not None:
+                for event in self._waiters.pop(vertex_id, ()):
                     event.set()
                 vertex = self.store.get(vertex_id)
                 if vertex is not None:

@@ -125,6 +125,7 @@ async def test_undecided_vertex_reloaded_after_restart(tmp_path):
     async with open_node(_config(tmp_path / "a")) as alone:
         vertex_id = await alone.issue_vertex("note", {"n": 3})
         assert await alone.wait_decided(vertex_id, 0.5) == "processing"
+        assert alone.dag._waiters == {}
 
     async with _mesh(tmp_path, 2, names=["a", "b"]) as (first, second):
         assert first.vertex_status(vertex_id) == "processing"
