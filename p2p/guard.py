@@ -71,7 +71,6 @@ class GuardParams:
         max_message_rate: messages per second one peer may send, sustained.
         message_burst: messages a peer may send at once before the rate holds.
         max_streams_per_peer: inbound streams one peer may have open at once.
-        max_frame_bytes: largest frame the request/response layer accepts.
         invalid_penalty: score lost per invalid message.
         handler_error_penalty: score lost when a peer's input made a handler
             raise.
@@ -90,8 +89,6 @@ class GuardParams:
     # rust-libp2p's yamux allows 512 streams per connection; a mesh peer needs
     # a handful, so 64 concurrent inbound streams is far above honest use.
     max_streams_per_peer: int = 64
-    # Largest request/response frame: a vertex batch or a small model.
-    max_frame_bytes: int = 4 * 1024 * 1024
     invalid_penalty: float = 10.0
     handler_error_penalty: float = 10.0
     rate_penalty: float = 1.0
@@ -106,7 +103,7 @@ class GuardParams:
         for name in ("max_message_rate", "message_burst", "half_life"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be > 0")
-        for name in ("max_streams_per_peer", "max_frame_bytes", "max_tracked_peers"):
+        for name in ("max_streams_per_peer", "max_tracked_peers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         for name in ("invalid_penalty", "handler_error_penalty", "rate_penalty"):

@@ -6,7 +6,8 @@ assembles the same parts by hand with these differences:
 
 - Security: Noise only. The default list also offers `/plaintext/2.0.0`, where
   a dialer that has only another peer's public key is accepted as that peer.
-- Muxers: Yamux, with mplex as fallback for older peers.
+- Muxers: Yamux. Mplex can be enabled as a fallback, but is off by default
+  because it stalls in py-libp2p 0.8.1 (see `HostConfig.muxers`).
 - Listening: our own TCP listener without `SO_REUSEPORT`. The stock listener
   sets it, so a second process binds the same port silently and the kernel
   splits inbound connections between the two. `run_host()` raises
@@ -66,7 +67,7 @@ from libp2p.stream_muxer.mplex.mplex import MPLEX_PROTOCOL_ID, Mplex
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
-from libp2p.transport.exceptions import OpenConnectionError
+from libp2p.transport.exceptions import OpenConnectionError, SecurityUpgradeFailure
 from libp2p.transport.tcp.tcp import TCP
 from libp2p.transport.upgrader import TransportUpgrader
 from libp2p.utils.multiaddr_utils import (
@@ -125,7 +126,11 @@ class HostConfig:
     # socket and a few tasks, so the cap stays well below the fd limit.
     max_connections: int = 128
     data_dir: Path | None = None
-    muxers: tuple[str, ...] = ("yamux", "mplex")
+    # NOTE: py-libp2p 0.8.1's mplex negotiates but then stalls: with two
+    # stock hosts the second stream on an mplex connection times out, and
+    # ours also saw Noise authentication failures on it. So the default
+    # offers Yamux only; add "mplex" to accept older peers anyway.
+    muxers: tuple[str, ...] = ("yamux",)
     # A Noise handshake on one machine or a LAN takes milliseconds. So 5 s
     # only cuts off stalled peers, which hold a socket until then.
     upgrade_timeout: float = 5.0
@@ -290,6 +295,29 @@ class _Tcp(TCP):
         return raw_conn
 
 
+class _BanCheckingUpgrader(TransportUpgrader):
+    """Upgrader that drops a banned peer right after the Noise handshake.
+
+    The peer id is known once Noise completes. Closing there, before the
+    muxer is negotiated, means a banned dialer sees its dial fail instead of
+    a connection that closes a moment later.
+    """
+
+    def __init__(self, guard: GuardHooks, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._guard = guard
+
+    async def upgrade_security(
+        self, raw_conn: IRawConnection, is_initiator: bool, peer_id: ID | None = None
+    ) -> Any:
+        secure_conn = await super().upgrade_security(raw_conn, is_initiator, peer_id)
+        remote = secure_conn.get_remote_peer().to_base58()
+        if self._guard.is_banned(remote):
+            await secure_conn.close()
+            raise SecurityUpgradeFailure(f"peer {remote} is banned")
+        return secure_conn
+
+
 class _IdleAutoConnector(AutoConnector):
     """An auto-connector that never starts.
 
@@ -372,11 +400,21 @@ class _MeshSwarm(Swarm):
                 errors.append(f"{addr}: {error.__cause__ or error}")
         raise SwarmException(f"dial to {peer_id} failed: {'; '.join(errors)}")
 
+    def set_stream_handler(self, stream_handler: Any) -> None:
+        # The host's handler runs multistream negotiation before any guarded
+        # protocol handler; an error there would end the connection's task
+        # and with it the swarm service.
+        super().set_stream_handler(_contain_stream(stream_handler))
+
     async def add_conn(self, muxed_conn: Any, direction: str = "unknown") -> Any:
         peer_id = muxed_conn.peer_id
         if self.guard.is_banned(peer_id.to_base58()):
             await muxed_conn.close()
             raise SwarmException(f"peer {peer_id} is banned")
+        # The swarm runs the muxer's read loop as a task of its own service,
+        # so a frame that fails to decrypt (mplex does not catch it) would
+        # stop the swarm. Contained, it closes only this connection.
+        muxed_conn.start = _contain_muxer_start(muxed_conn)
         if len(self.get_connections()) >= self.connection_config.max_connections:
             await muxed_conn.close()
             raise SwarmException(
@@ -420,6 +458,46 @@ class _MeshSwarm(Swarm):
         # Returning releases this connection's inbound slot; the SwarmConn
         # itself runs in the swarm's nursery.
         await muxed_conn.event_closed.wait()
+
+
+def _contain_stream(handler: Any) -> Any:
+    async def contained(stream: Any) -> None:
+        try:
+            await handler(stream)
+        except Exception as error:
+            logger.warning(
+                "stream negotiation failed peer_id=%s error=%r",
+                _peer_of(stream.muxed_conn),
+                error,
+            )
+            try:
+                await stream.reset()
+            except Exception:
+                logger.debug("stream reset failed", exc_info=True)
+
+    return contained
+
+
+def _contain_muxer_start(muxed_conn: Any) -> Any:
+    start = muxed_conn.start
+
+    async def contained() -> None:
+        try:
+            await start()
+        except Exception as error:
+            logger.warning(
+                "connection failed peer_id=%s error=%r", _peer_of(muxed_conn), error
+            )
+            await _close_quietly(muxed_conn)
+
+    return contained
+
+
+def _peer_of(muxed_conn: Any) -> str:
+    try:
+        return muxed_conn.peer_id.to_base58()
+    except Exception:
+        return "unknown"
 
 
 async def _close_quietly(read_write_closer: Any) -> None:
@@ -474,7 +552,8 @@ def build_host(config: HostConfig, guard: GuardHooks) -> MeshHost:
     peerstore.add_key_pair(peer_id, key_pair)
 
     noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
-    upgrader = TransportUpgrader(
+    upgrader = _BanCheckingUpgrader(
+        guard,
         secure_transports_by_protocol={TProtocol(NOISE_PROTOCOL_ID): noise},
         muxer_transports_by_protocol=dict(_MUXERS[m] for m in config.muxers),
     )

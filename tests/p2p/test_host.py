@@ -203,3 +203,35 @@ async def test_plaintext_dialer_rejected(tmp_path):
         with pytest.raises(SwarmException), trio.fail_after(10):
             await dialer.connect(info)
         assert a.connected_peers() == []
+
+
+async def test_mplex_only_peer_rejected_by_default(tmp_path):
+    async with (
+        open_service(_config(tmp_path, "a")) as a,
+        open_service(_config(tmp_path, "b", muxers=("mplex",))) as b,
+    ):
+        with pytest.raises(DialError, match="multiplexer"):
+            await b.connect(a.listen_addrs[0])
+        assert a.connected_peers() == []
+
+
+async def test_mplex_negotiated_when_enabled(tmp_path):
+    async with (
+        open_service(_config(tmp_path, "a", muxers=("yamux", "mplex"))) as a,
+        open_service(_config(tmp_path, "b", muxers=("mplex",))) as b,
+    ):
+        await b.connect(a.listen_addrs[0])
+        conn = b.host.get_network().get_connections()[0]
+        assert type(conn.muxed_conn).__name__ == "Mplex"
+
+
+async def test_connection_cap_rejects_extra_peer(tmp_path):
+    async with (
+        open_service(_config(tmp_path, "hub", max_connections=1)) as hub,
+        open_service(_config(tmp_path, "first")) as first,
+        open_service(_config(tmp_path, "second")) as second,
+    ):
+        await first.connect(hub.listen_addrs[0])
+        with pytest.raises(DialError):
+            await second.connect(hub.listen_addrs[0])
+        assert hub.connected_peers() == [first.peer_id]

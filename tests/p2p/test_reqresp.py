@@ -28,7 +28,7 @@ from p2p.reqresp import (
     RequestTimeout,
     RequestTooLarge,
 )
-from p2p.service import open_service
+from p2p.service import DialError, open_service
 
 
 def test_decoder_splits_frames_across_chunks():
@@ -252,3 +252,33 @@ async def test_peer_rate_limited_gets_busy(tmp_path):
                 codes.append(error.code)
         assert codes[:3] == ["ok", "ok", "ok"]
         assert "busy" in codes[3:]
+
+
+async def test_repeat_offender_banned_and_disconnected(tmp_path):
+    # Three invalid frames at 10 points each cross a threshold of -25.
+    guard = GuardParams(invalid_penalty=10.0, ban_threshold=-25.0, ban_seconds=60.0)
+    async with (
+        open_service(_config(tmp_path, "a"), guard_params=guard) as a,
+        open_service(_config(tmp_path, "b")) as b,
+    ):
+        await b.connect(a.listen_addrs[0])
+        for sent in range(1, 4):
+            stream = await b.host.new_stream(
+                ID.from_base58(a.peer_id), [TProtocol(a.reqresp.protocol_id)]
+            )
+            await stream.write(encode_frame(b"\xc1 not msgpack"))
+            with trio.fail_after(5):
+                while _rejections_of(a, b.peer_id) < sent:
+                    await trio.sleep(0.01)
+        assert a.guard.is_banned(b.peer_id)
+        with trio.fail_after(5):
+            while a.connected_peers():
+                await trio.sleep(0.01)
+        # The banned peer cannot come back while the ban lasts.
+        with pytest.raises(DialError):
+            await b.connect(a.listen_addrs[0])
+        assert a.connected_peers() == []
+
+
+def _rejections_of(svc, peer_id):
+    return sum(n for (peer, _), n in svc.guard.rejections.items() if peer == peer_id)

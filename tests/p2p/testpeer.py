@@ -33,7 +33,6 @@ from pathlib import Path
 import trio
 from libp2p.custom_types import TProtocol
 
-from p2p.guard import GuardParams
 from p2p.host import HostConfig
 from p2p.reqresp import ReqRespParams
 from p2p.service import DialError, P2PService, open_service
@@ -129,10 +128,9 @@ async def _main(args: argparse.Namespace) -> None:
         max_connections=args.max_connections,
         upgrade_timeout=args.upgrade_timeout,
     )
-    guard = GuardParams(max_frame_bytes=args.max_frame_bytes)
     reqresp = ReqRespParams(max_frame_bytes=args.max_frame_bytes)
     async with (
-        open_service(config, guard_params=guard, reqresp_params=reqresp) as svc,
+        open_service(config, reqresp_params=reqresp) as svc,
         trio.open_nursery() as nursery,
     ):
         svc.reqresp.set_handler("echo", _echo)
