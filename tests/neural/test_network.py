@@ -248,3 +248,20 @@ def test_single_row_run_from_many_threads(kind):
     assert len(results) == 4
     for got in results.values():
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+
+
+def test_blas_thread_limit_nests_and_restores():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from neural._threads import single_blas_thread
+
+    def blas_threads():
+        infos = threadpoolctl.threadpool_info()
+        return [i["num_threads"] for i in infos if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    with single_blas_thread():
+        assert set(blas_threads()) <= {1}
+        with single_blas_thread():
+            assert set(blas_threads()) <= {1}
+        assert set(blas_threads()) <= {1}
+    assert blas_threads() == before
