@@ -341,7 +341,11 @@ def _evaluate(net, data) -> dict:
     mse, bit_fail = net.test(inputs, outputs)
     y = net.run(inputs)
     if net.num_outputs > 1:
-        wrong = np.argmax(y, axis=1) != np.argmax(outputs, axis=1)
+        # Per-output scaling can reorder outputs, so compare the classes in
+        # the data's own units.
+        if net.scale is not None:
+            y = net.descale_output(y)
+        wrong = np.argmax(y, axis=1) != np.argmax(data.outputs, axis=1)
     else:
         middle = 0.0 if net.output_symmetric()[0] else 0.5
         wrong = (y[:, 0] >= middle) != (outputs[:, 0] >= middle)
