@@ -421,6 +421,8 @@ def train(
         )
     if len(inputs) == 0:
         raise NeuralError("training data has no rows")
+    if not (np.all(np.isfinite(inputs)) and np.all(np.isfinite(outputs))):
+        raise NeuralError("training data must be finite (no NaN or inf)")
     if max_epochs < 0:
         raise NeuralError(f"max_epochs={max_epochs} must be >= 0")
     trainer = trainer or make_trainer(net, rng)

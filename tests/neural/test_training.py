@@ -164,3 +164,10 @@ def test_digits_trains_fast_and_accurately():
     neural.train(net, x[train], y[train], 150)
     accuracy = np.mean(net.run(x[test]).argmax(axis=1) == digits.target[test])
     assert accuracy > 0.95
+
+
+def test_training_rejects_non_finite_data():
+    net = neural.create_standard((2, 3, 1))
+    x = np.array([[0.0, np.nan]])
+    with pytest.raises(neural.NeuralError, match="finite"):
+        neural.train(net, x, np.zeros((1, 1)), 1)
