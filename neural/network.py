@@ -7,7 +7,7 @@ Public API:
     ``set_weights(w)``, activation and steepness setters,
     ``randomize_weights(low, high, rng)``, ``init_weights(inputs, rng)``,
     ``set_scaling_params(...)``, ``scale_input``/``descale_output`` and
-    friends, ``copy()``;
+    friends, ``set_params(**training_params)``, ``copy()``;
     ``create_standard(layer_sizes, rng)``,
     ``create_sparse(connection_rate, layer_sizes, rng)``,
     ``create_shortcut(layer_sizes, rng)``.
@@ -629,7 +629,7 @@ class Network:
         bit_fail = int(np.count_nonzero(np.abs(diff) >= self.params.bit_fail_limit))
         return mse, bit_fail
 
-    def with_params(self, **changes) -> None:
+    def set_params(self, **changes) -> None:
         """Replace training parameters by name, then validate them."""
         params = replace(self.params, **changes)
         params.validate()

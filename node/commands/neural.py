@@ -247,7 +247,7 @@ def _create(args, data, rng):
     net.set_activation_function_output(args.output_activation)
     net.set_activation_steepness_hidden(args.steepness)
     net.set_activation_steepness_output(args.steepness)
-    net.with_params(
+    net.set_params(
         training_algorithm=neural.TrainingAlgorithm[args.algorithm.upper()],
         train_error_function=neural.ErrorFunction[args.error_function.upper()],
         train_stop_function=neural.StopFunction[args.stop_function.upper()],

@@ -170,7 +170,7 @@ def _loss(net, x, t):
 
 def _check_gradient(net, seed):
     rng = np.random.default_rng(seed)
-    net.with_params(train_error_function=ErrorFunction.LINEAR)
+    net.set_params(train_error_function=ErrorFunction.LINEAR)
     x = rng.uniform(-1, 1, (5, net.num_inputs))
     t = rng.uniform(-0.5, 0.5, (5, net.num_outputs))
     net.set_weights(rng.uniform(-0.5, 0.5, net.total_connections))

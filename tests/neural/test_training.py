@@ -89,7 +89,7 @@ def test_every_algorithm_learns_xor(algorithm):
     # in C FANN 2.2.0 exactly as here; steepness 1 lets every rule learn it.
     net.set_activation_steepness_hidden(1.0)
     net.set_activation_steepness_output(1.0)
-    net.with_params(training_algorithm=algorithm)
+    net.set_params(training_algorithm=algorithm)
     result = neural.train(
         net, x, y, 2000, desired_error=0.001, rng=np.random.default_rng(0)
     )
@@ -116,7 +116,7 @@ def test_bit_stop_function():
     net = neural.create_standard((2, 4, 1), np.random.default_rng(2))
     net.set_activation_function_hidden("sigmoid_symmetric")
     net.set_activation_function_output("sigmoid_symmetric")
-    net.with_params(train_stop_function=neural.StopFunction.BIT)
+    net.set_params(train_stop_function=neural.StopFunction.BIT)
     result = neural.train(net, x, y, 500, desired_error=0)
     assert result.reached
     assert result.bit_fail == 0
@@ -127,7 +127,7 @@ def test_divergence_keeps_last_finite_weights():
     net = neural.create_standard((2, 3, 1), np.random.default_rng(3))
     net.set_activation_function_hidden("linear")
     net.set_activation_function_output("linear")
-    net.with_params(
+    net.set_params(
         training_algorithm=TrainingAlgorithm.BATCH,
         learning_rate=1e200,
         train_error_function=neural.ErrorFunction.LINEAR,
