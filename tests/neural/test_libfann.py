@@ -113,3 +113,29 @@ def test_algorithms_follow_c_fann_epoch_by_epoch(
     )
     got = np.array([h.mse for h in result.history])
     np.testing.assert_allclose(got, expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["sparse", "shortcut"])
+def test_sparse_and_shortcut_training_follow_c_fann(lib, fann_datasets, tmp_path, kind):
+    rng = np.random.default_rng(5)
+    if kind == "sparse":
+        net = neural.create_sparse(0.5, (8, 10, 2), rng)
+    else:
+        net = neural.create_shortcut((8, 5, 3, 2), rng)
+    net.set_activation_function_hidden("sigmoid_symmetric")
+    net.set_activation_function_output("sigmoid")
+    path = tmp_path / "start.net"
+    neural.save(net, path)
+    train_path = fann_datasets / "diabetes.train"
+    with cfann.CNet(lib, path) as theirs, cfann.CData(lib, train_path) as data:
+        expected = np.array([theirs.train_epoch(data) for _ in range(15)])
+    train = neural.read_data(train_path)
+    result = neural.train(
+        neural.load(path),
+        train.inputs.astype(np.float32),
+        train.outputs.astype(np.float32),
+        15,
+        desired_error=-1,
+    )
+    got = np.array([h.mse for h in result.history])
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
