@@ -1,8 +1,9 @@
 """Training: C FANN's five algorithms over whole-epoch matrix products.
 
 Public API:
-    ``train(net, data, max_epochs, desired_error=0.0, on_epoch=None,
-    trainer=None, rng=None) -> TrainResult``;
+    ``train(net, inputs, outputs, max_epochs, desired_error=0.0,
+    on_epoch=None, trainer=None, rng=None) -> TrainResult`` where
+    ``on_epoch(epoch, mse, bit_fail)`` may return False to stop;
     ``make_trainer(net, rng=None) -> Trainer``; trainer classes
     ``IncrementalTrainer``, ``BatchTrainer``, ``RpropTrainer``,
     ``QuickpropTrainer``, ``SarpropTrainer``, each with
@@ -40,7 +41,7 @@ WEIGHT_LIMIT = 1500.0
 
 
 class TrainingDiverged(NeuralError):
-    """Training produced a non-finite value; the weights were restored."""
+    """Training produced a non-finite value; the last finite weights stay."""
 
 
 @dataclass(frozen=True, slots=True)
