@@ -163,9 +163,9 @@ async def read_frame(
 ) -> bytes:
     """Read the next frame from `stream`.
 
-    `first_byte_timeout` bounds the wait for a new frame to start (an idle
-    persistent stream); `io_timeout` bounds the time from its first byte to
-    its last, so a peer cannot hold a half-sent frame open.
+    `first_byte_timeout` bounds the wait for a new frame to start, which is
+    long on an idle persistent stream. `io_timeout` bounds the time from its
+    first byte to its last, so a peer cannot hold a half-sent frame open.
 
     Raises:
         FrameTooLarge, StreamClosedError, FrameTimeout.

@@ -7,7 +7,8 @@ sits between peers and every handler:
 
 - `Guard.wrap_stream_handler` runs each inbound stream's handler with a cap on
   concurrent streams per peer. Any exception is logged with the peer id and
-  protocol, costs the peer score, and resets only that stream.
+  protocol and resets only that stream. It costs the peer score unless it
+  is only the error for a stream or connection that the peer closed or reset.
 - `Guard.wrap_validator` turns a raising pubsub validator into a rejection.
 - `Guard.guard_pubsub` contains Pubsub's per-message task. With strict signing,
   a message whose `from` is not an identity peer id and whose `key` field is
@@ -49,14 +50,34 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import trio
+from libp2p.io.exceptions import ConnectionClosedError, IncompleteReadError
+from libp2p.network.stream.exceptions import StreamClosed, StreamEOF, StreamReset
 from libp2p.peer.id import ID
+from libp2p.stream_muxer.exceptions import (
+    MuxedConnUnavailable,
+    MuxedStreamClosed,
+    MuxedStreamEOF,
+    MuxedStreamReset,
+)
 
 from p2p import P2PError
 
 logger = logging.getLogger(__name__)
+
+_CLOSURE_ERRORS: Final = (
+    StreamEOF,
+    StreamReset,
+    StreamClosed,
+    ConnectionClosedError,
+    IncompleteReadError,
+    MuxedStreamEOF,
+    MuxedStreamReset,
+    MuxedStreamClosed,
+    MuxedConnUnavailable,
+)
 
 
 class LimitExceeded(P2PError):
@@ -331,6 +352,16 @@ class Guard:
                 with self.stream_slot(peer_id):
                     await handler(stream)
             except LimitExceeded:
+                await _reset(stream)
+            except _CLOSURE_ERRORS as error:
+                # The peer closed or reset the stream or connection mid-way,
+                # which honest peers do when they shut down.
+                logger.debug(
+                    "stream closed under handler peer_id=%s protocol=%s error=%r",
+                    peer_id,
+                    protocol_id,
+                    error,
+                )
                 await _reset(stream)
             except Exception as error:
                 self.handler_errors += 1

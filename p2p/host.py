@@ -20,8 +20,8 @@ assembles the same parts by hand with these differences:
 - Inbound connections: the stock handler waits for the whole swarm to stop,
   not for its own connection, so each accepted connection kept a task and one
   slot of the inbound cap for the life of the process. After `max_connections`
-  connections had come and gone the node accepted nobody. Ours returns when
-  the connection closes.
+  connections had come and gone the node rejected every new one. Ours returns
+  when the connection closes.
 - No mDNS, UPnP, bootstrap list, observed-address discovery, resource manager
   or auto-connector. Per-peer limits and bans come from `p2p.guard`.
 
@@ -122,7 +122,7 @@ class HostConfig:
     identity_path: Path
     listen_addrs: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
     network: str = "devnet"
-    # A mesh node keeps a few dozen neighbours; each connection costs a
+    # A mesh node keeps a few dozen neighbours. Each connection costs a
     # socket and a few tasks, so the cap stays well below the fd limit.
     max_connections: int = 128
     data_dir: Path | None = None
@@ -299,7 +299,7 @@ class _BanCheckingUpgrader(TransportUpgrader):
     """Upgrader that drops a banned peer right after the Noise handshake.
 
     The peer id is known once Noise completes. Closing there, before the
-    muxer is negotiated, means a banned dialer sees its dial fail instead of
+    muxer is negotiated, means a banned dialer gets a failed dial instead of
     a connection that closes a moment later.
     """
 

@@ -4,7 +4,7 @@ Each node opens at most one outbound stream per peer on
 `/synaptic-mesh/<network>/reqresp/1.0.0` and keeps it open. Requests carry a
 request id, so many can be in flight on one stream and responses may come back
 in any order. The server side reads requests from each inbound stream and runs
-up to `max_inbound_per_peer` of them at once per peer; beyond that it stops
+up to `max_inbound_per_peer` of them at once per peer. Beyond that it stops
 reading, so a flooding peer's own stream backs up instead of our memory.
 
 Wire format: length-prefixed msgpack frames (`p2p.framing`), each a map:
@@ -78,11 +78,11 @@ class RequestTooLarge(ReqRespError):
 
 
 class InvalidResponse(ReqRespError):
-    """The peer answered with a frame that is not a valid response."""
+    """The peer sent a frame that is not a valid response."""
 
 
 class RemoteError(ReqRespError):
-    """The peer answered with an error response.
+    """The peer sent an error response.
 
     Attributes:
         code: "unknown_method", "rejected", "internal", "timeout" or "busy".
@@ -108,8 +108,8 @@ class ReqRespParams:
         max_outbound_per_peer: our requests to one peer in flight at once;
             further calls wait for a slot within their own timeout.
         default_timeout: seconds `request` waits when given no timeout.
-        handler_timeout: seconds a handler may run before the peer is told
-            "timeout".
+        handler_timeout: seconds a handler may run before the peer gets a
+            "timeout" error response.
         io_timeout: seconds from a frame's first byte to its last, and for
             each write.
         idle_timeout: seconds an inbound stream may stay silent before it is
@@ -230,7 +230,7 @@ class ReqResp:
             RequestTooLarge: if the encoded request exceeds max_frame_bytes.
             RequestTimeout: if no response arrives within `timeout` seconds
                 (default `params.default_timeout`), stream opening included.
-            RemoteError: if the peer answered with an error.
+            RemoteError: if the peer sent an error response.
             ConnectionClosed: if the peer is unreachable or the stream broke.
             InvalidResponse: if the peer's answer is malformed.
         """

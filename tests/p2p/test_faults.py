@@ -1,7 +1,7 @@
 """Fault tests: hostile input against a live node in a separate process.
 
 The node under attack is `tests.p2p.testpeer` on 127.0.0.1. After each fault
-the test checks that the node still runs, still answers an honest peer, and
+the test checks that the node still runs, still serves an honest peer, and
 logged the rejection with the offender's peer id (or its address when the
 connection died before a peer id existed). At the end its RSS and open file
 count must be back near the baseline taken after a warm-up. Every loop is
@@ -43,8 +43,10 @@ NETWORK = "faultnet"
 TOPIC = f"/synaptic-mesh/{NETWORK}/blocks"
 MAX_FRAME = 64 * 1024
 # Python rarely returns freed arenas to the OS, so RSS may stay a little
-# above the baseline; a leak of one buffer or task per connection over 200
-# connections would exceed this.
+# above the baseline. A leak of one 64 KiB read buffer per connection over
+# 200 connections would exceed this. Smaller leaks of a task per connection
+# show up in the open-file check and in the honest peer being locked out by
+# the node's cap of 32 connections.
 RSS_SLACK_KIB = 12 * 1024
 FD_SLACK = 2
 
@@ -112,7 +114,7 @@ async def _churn(node: PeerProcess, tmp_path: Path, raw: int, full: int) -> None
     """Open and drop `raw` bare TCP and `full` Noise+Yamux connections.
 
     Bare connections go in batches of 20, each batch held open together and
-    then dropped; the next batch starts once the node logged every rejection,
+    then dropped. The next batch starts once the node logged every rejection,
     so the burst stays under the node's cap of 32 connections.
     """
     for start in range(0, raw, 20):

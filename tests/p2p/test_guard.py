@@ -250,3 +250,18 @@ async def test_supervise_restarts_with_logged_reason(caplog, autojump_clock):
 @pytest.fixture
 def autojump_clock():
     return trio.testing.MockClock(autojump_threshold=0)
+
+
+async def test_stream_reset_by_peer_not_penalised():
+    from libp2p.network.stream.exceptions import StreamReset
+
+    guard = Guard(_params())
+
+    async def reading(stream):
+        raise StreamReset("reset by peer")
+
+    stream = _FakeStream(PEER)
+    await guard.wrap_stream_handler("/x/1.0.0", reading)(stream)
+    assert stream.was_reset
+    assert guard.handler_errors == 0
+    assert guard.scorer.score(PEER, trio.current_time()) == 0

@@ -235,3 +235,17 @@ async def test_connection_cap_rejects_extra_peer(tmp_path):
         with pytest.raises(DialError):
             await second.connect(hub.listen_addrs[0])
         assert hub.connected_peers() == [first.peer_id]
+
+
+async def test_inbound_slots_freed_after_disconnect(tmp_path):
+    # The stock inbound handler kept its slot until the swarm stopped, so a
+    # node with max_connections=2 rejected everyone after two visitors.
+    async with open_service(_config(tmp_path, "hub", max_connections=2)) as hub:
+        swarm = hub.host.get_network()
+        for index in range(5):
+            async with open_service(_config(tmp_path, f"visitor{index}")) as visitor:
+                await visitor.connect(hub.listen_addrs[0])
+                await visitor.disconnect(hub.peer_id)
+            with trio.fail_after(5):
+                while hub.connected_peers() or swarm._inbound_limiter.borrowed_tokens:
+                    await trio.sleep(0.01)

@@ -149,7 +149,7 @@ async def test_dialed_peer_saved_and_redialed_after_restart(tmp_path):
                     await trio.sleep(0.02)
         saved = load_known_peers(tmp_path / "b" / KNOWN_PEERS_FILE)
         assert list(saved) == [a.peer_id]
-        # A restarted b dials a without being told to.
+        # A restarted b dials a on its own, from the saved file.
         async with open_service(b_config, peer_params=params) as b:
             with trio.fail_after(5):
                 while b.connected_peers() != [a.peer_id]:
@@ -172,7 +172,8 @@ async def test_disconnect_stops_redial(tmp_path):
 @pytest.mark.slow
 async def test_killed_peer_reconnected_after_restart(tmp_path):
     # The peer runs in its own process, is killed with SIGKILL and restarted
-    # on the same port with the same identity; we must redial it ourselves.
+    # on the same port with the same identity. It does not dial us, so the
+    # reconnect must come from our peer manager.
     params = PeerParams(initial_backoff=0.2, max_backoff=1.0)
     peer_args = [
         "--identity",
