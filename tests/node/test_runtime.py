@@ -160,9 +160,7 @@ async def test_oversized_payload_is_a_node_error(tmp_path):
             await node.issue_vertex("note", {"blob": "x" * (1 << 20)})
 
 
-async def test_invalid_vertices_logged_and_contained(
-    tmp_path, caplog
-):
+async def test_invalid_vertices_logged_and_contained(tmp_path, caplog):
     import dataclasses
     import logging
 
@@ -243,3 +241,22 @@ async def test_status_sections_added_and_errors_contained(tmp_path):
     assert status["broken"] == {"error": "ZeroDivisionError: division by zero"}
     text = format_status(status)
     assert "widgets\n  spinning             3" in text
+
+
+async def test_nodes_of_different_networks_never_vote(tmp_path):
+    init_data_dir(tmp_path / "a", network="alpha", force=False)
+    init_data_dir(tmp_path / "b", network="beta", force=False)
+    async with AsyncExitStack() as stack:
+        first = await stack.enter_async_context(open_node(_config(tmp_path / "a")))
+        config = _config(tmp_path / "b", [first.p2p.listen_addrs[0]])
+        second = await stack.enter_async_context(open_node(config))
+        with trio.fail_after(20):
+            while first.peer_id not in second.p2p.connected_peers():
+                await trio.sleep(0.05)
+
+        vertex_id = await first.issue_vertex("note", {"n": 7})
+        assert await first.wait_decided(vertex_id, 2) == "processing"
+        assert second.vertex_status(vertex_id) == "unknown"
+        assert first.dag.voters() == frozenset()
+        assert second.dag.voters() == frozenset()
+        assert "/synaptic-mesh/beta/vertices/1" in second.status()["topics"]
