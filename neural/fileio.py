@@ -297,10 +297,16 @@ def loads(text: str, source: str = "<string>") -> Network:
         reader, sum(layer_neurons), scale_factor, layered, layer_neurons
     )
     num_inputs, activation, steepness = neurons
-    connections = _tuples(reader, _CONNECTIONS, 2)
-    sources, weights = _parse_connections(
-        reader, connections, int(num_inputs.sum()), scale_factor
-    )
+    expected = int(num_inputs.sum())
+    fast = _fast_connections(reader.peek(), expected)
+    if fast is not None:
+        reader.index += 1
+        sources, weights = fast[0], fast[1] / scale_factor
+    else:
+        connections = _tuples(reader, _CONNECTIONS, 2)
+        sources, weights = _parse_connections(
+            reader, connections, expected, scale_factor
+        )
     for extra in reader.lines[reader.index :]:
         if extra.strip():
             reader.index += 1
@@ -364,6 +370,34 @@ def _parse_neurons(reader, total, scale_factor, layered, layer_neurons):
                 src, line, steep, f"a steepness > 0 for neuron {index}"
             )
     return num_inputs, activation, steepness
+
+
+_PAIRS = re.compile(r"(?:\(\d+, [^()\s,_]+\) ?)*")
+_PUNCTUATION = str.maketrans("(),", "   ")
+
+
+def _fast_connections(line: str | None, expected: int):
+    """Parse a connections line as ``fann_save`` writes it, or return None.
+
+    A large network's line holds hundreds of thousands of pairs, which the
+    token-by-token parser takes seconds over. Anything unusual returns None,
+    and the careful parser then finds and reports the fault.
+    """
+    if line is None or not line.startswith(_CONNECTIONS):
+        return None
+    body = line[len(_CONNECTIONS) :].strip()
+    if body.count("(") != expected or _PAIRS.fullmatch(body) is None:
+        return None
+    try:
+        values = np.array(body.translate(_PUNCTUATION).split(), dtype=np.float64)
+    except ValueError:
+        return None
+    if values.size != 2 * expected or not np.all(np.isfinite(values)):
+        return None
+    sources = values[0::2]
+    if expected and sources.max() >= 2**53:
+        return None
+    return sources.astype(np.int64), values[1::2].copy()
 
 
 def _parse_connections(reader, items, expected, scale_factor):

@@ -280,11 +280,12 @@ class Network:
             )
         targets = np.repeat(np.arange(count), per_neuron)
         positions = targets * width + cols
-        if np.unique(positions).size != positions.size:
-            raise NeuralError(f"layer {index} connects a pair of neurons twice")
         dense = stop - start == count * width and np.array_equal(
             cols, np.tile(np.arange(width), count)
         )
+        # A fully connected layout has no repeats by construction.
+        if not dense and np.unique(positions).size != positions.size:
+            raise NeuralError(f"layer {index} connects a pair of neurons twice")
         if self.connection_rate >= 1 and not dense:
             raise NeuralError(
                 f"connection_rate={self.connection_rate:g} means fully connected, "

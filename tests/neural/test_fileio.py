@@ -395,3 +395,16 @@ def test_huge_sparse_layer_rejected_not_allocated():
     )
     with pytest.raises(NeuralError, match="at most"):
         neural.loads(text, "big.net")
+
+
+def test_unusual_spacing_takes_careful_parser(xor_text):
+    spaced = xor_text.replace("(0, ", "( 0 ,  ")
+    net = neural.loads(spaced)
+    np.testing.assert_array_equal(net.weights, neural.loads(xor_text).weights)
+
+
+def test_underscore_in_number_rejected(xor_text):
+    head, body = xor_text.split("connections (connected_to_neuron, weight)=")
+    body = re.sub(r"^\(0, [^)]*\)", "(0, 1_0.5)", body)
+    error = _error(f"{head}connections (connected_to_neuron, weight)={body}")
+    assert error.token == "1_0.5"
