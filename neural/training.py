@@ -154,7 +154,8 @@ def _backprop_layered(net, inputs, trace, delta, slopes) -> None:
         below = layers[index - 1]
         s, v = trace[index - 1]
         err = delta @ layer.matrix[:, :-1]
-        delta = err * _layer_derivative(net, below, s, v)
+        err *= _layer_derivative(net, below, s, v)
+        delta = err
 
 
 def _backprop_shortcut(net, trace, delta, slopes) -> None:
