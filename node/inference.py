@@ -74,6 +74,7 @@ from node.models import (
 )
 from node.tasks import (
     ACCEPTED,
+    REJECTED,
     CLAIM_TYPE,
     RESULT_TYPE,
     TASK_TYPE,
@@ -160,6 +161,7 @@ _ENV_FIELDS: Final = {
     "LOOKUP_TIMEOUT_S": ("", "lookup_timeout_s", float),
     "ADVERTISE_INTERVAL_S": ("", "advertise_interval_s", float),
     "INFERENCE_DELAY_S": ("", "inference_delay_s", float),
+    "CLAIM_STAGGER_S": ("tasks", "claim_stagger_s", float),
 }
 
 
@@ -223,7 +225,8 @@ class InferenceService:
         self.key_id: bytes = node.signing_key.key_id
         self.store = ModelStore(Path(node.config.data_dir) / MODELS_DIR)
         self.registry = NameRegistry()
-        self.core = TaskCore(params.tasks, random.Random(), self.key_id)
+        self.rng = random.Random()
+        self.core = TaskCore(params.tasks, self.rng, self.key_id, node.peer_id)
         self.limiter = trio.CapacityLimiter(params.workers)
         self._actions: deque[Any] = deque()
         self._wake = trio.Event()
@@ -234,7 +237,7 @@ class InferenceService:
         self._finality: deque[float] = deque(maxlen=MAX_FINALITY_SAMPLES)
         self._advertised: set[tuple[str, str]] = set()
         # Model hash -> time until which a past lookup vouches for providers.
-        self._providers_known: dict[str, float] = {}
+        self._providers_known: dict[str, tuple[float, tuple[str, ...]]] = {}
         self._lookup_failures: deque[str] = deque(maxlen=20)
         self._registering: set[str] = set()
         self._rejected_payloads = 0
@@ -267,6 +270,10 @@ class InferenceService:
 
     def on_task_vertex(self, vertex: Any, status: str) -> None:
         self._record_finality(vertex, status)
+        if status == REJECTED:
+            log.info("task vertex rejected task=%s", vertex.id.hex())
+            self._queue(self.core.on_task_rejected(vertex.id, trio.current_time()))
+            return
         if status != "admitted":
             return
         try:
@@ -496,8 +503,10 @@ class InferenceService:
         started = trio.current_time()
         model_hash = self.resolve(name)
         pending_stages: dict[str, float] = {}
-        known_until = self._providers_known.get(model_hash, -math.inf)
-        if not self.store.has(model_hash) and known_until < started:
+        known_until, peers = self._providers_known.get(model_hash, (-math.inf, ()))
+        if self.store.has(model_hash):
+            peers = (self.node.peer_id,)
+        elif known_until < started:
             providers = await self.find_providers(name, model_hash)
             pending_stages["lookup"] = trio.current_time()
             if not providers:
@@ -508,10 +517,17 @@ class InferenceService:
                 self._lookup_failures.append(reason)
                 log.warning("task not submitted model=%s reason=%s", name, reason)
                 raise ApiError(503, reason)
-            self._providers_known[model_hash] = started + PROVIDERS_CACHE_S
+            peers = tuple(_peer_id_of(p) for p in providers)
+            self._providers_known[model_hash] = (started + PROVIDERS_CACHE_S, peers)
+        # A random order spreads the tasks over the providers; the first one
+        # listed claims at once and the others stand by.
+        order = list(peers)
+        self.rng.shuffle(order)
         values = _inputs(inputs)
         now = trio.current_time()
-        actions = self.core.submit(name, model_hash, values, now, self.node.peer_id)
+        actions = self.core.submit(
+            name, model_hash, values, now, self.node.peer_id, tuple(order)
+        )
         ref = actions[0].ref
         pending = _Pending(ref=ref, model=name, model_hash=model_hash, started=started)
         pending.stages.update(pending_stages)

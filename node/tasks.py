@@ -78,6 +78,7 @@ MAX_OUTPUTS: Final = 4096
 MAX_MODEL_NAME: Final = 128
 MAX_ERROR_TEXT: Final = 500
 MAX_ROUNDS_LIMIT: Final = 16
+MAX_PROVIDERS: Final = 16
 ID_LEN: Final = 32
 
 _CLAIM_KEY_TAG: Final = b"synaptic-mesh/task-claim\x00"
@@ -102,11 +103,21 @@ class TaskParams:
             milliseconds; the rest is gossip and a loaded machine.
         max_rounds: claim rounds per task, so at most ``max_rounds - 1``
             providers may die holding one task before it fails.
-        max_submits: submissions of one request (the first included).
+        max_submits: submissions of one request (the first included). A
+            task vertex that names a rejected vertex as a parent is rejected
+            with it and submitted again at once, which on a busy testnet
+            happens to a few percent of tasks (measured with
+            ``synaptic-mesh testnet``), so four keep a double loss rare.
         reclaim_jitter_s: providers spread their re-claims over this many
             seconds, so the first re-claim usually reaches the others (tens
             of milliseconds on a LAN) before their own timers fire, and they
             leave the round to it.
+        claim_stagger_s: delay between the claims of consecutive providers in
+            the requester's order. The first provider claims at once; the
+            others claim only if no claim reached them first. Conflicting
+            claims are resolved by consensus, but every vertex built on the
+            losing claim is rejected with it, so a healthy mesh avoids the
+            conflict. Zero makes every provider claim at once.
         retain_s: how long finished tasks are kept to drop late vertices.
         max_tracked: tasks tracked at once; the oldest finished ones go first.
     """
@@ -114,8 +125,9 @@ class TaskParams:
     claim_timeout_s: float = 5.0
     run_timeout_s: float = 3.0
     max_rounds: int = 3
-    max_submits: int = 2
+    max_submits: int = 4
     reclaim_jitter_s: float = 0.5
+    claim_stagger_s: float = 0.3
     retain_s: float = 120.0
     max_tracked: int = 10_000
 
@@ -133,6 +145,8 @@ class TaskParams:
             raise ValueError(f"max_submits={self.max_submits} must be >= 1")
         if self.reclaim_jitter_s < 0:
             raise ValueError(f"reclaim_jitter_s={self.reclaim_jitter_s} must be >= 0")
+        if self.claim_stagger_s < 0:
+            raise ValueError(f"claim_stagger_s={self.claim_stagger_s} must be >= 0")
         if self.retain_s < 0:
             raise ValueError(f"retain_s={self.retain_s} must be >= 0")
         if self.max_tracked < 1:
@@ -150,6 +164,9 @@ class TaskSpec:
     run_timeout_ms: int
     max_rounds: int
     requester: str = ""
+    # Peer ids in the order the requester would like them to claim; empty
+    # when the requester did not look providers up.
+    providers: tuple[str, ...] = ()
 
 
 # --- payloads -------------------------------------------------------------
@@ -170,6 +187,7 @@ def task_payload(spec: TaskSpec) -> dict[str, Any]:
         "run_timeout_ms": spec.run_timeout_ms,
         "max_rounds": spec.max_rounds,
         "requester": spec.requester,
+        "providers": list(spec.providers),
     }
 
 
@@ -260,6 +278,15 @@ def parse_task(body: Any) -> TaskSpec:
     requester = body.get("requester", "")
     if not isinstance(requester, str) or len(requester) > 128:
         raise TaskPayloadError("requester must be a string of at most 128 chars")
+    providers = body.get("providers", [])
+    if (
+        not isinstance(providers, list | tuple)
+        or len(providers) > MAX_PROVIDERS
+        or not all(isinstance(p, str) and len(p) <= 128 for p in providers)
+    ):
+        raise TaskPayloadError(
+            f"providers must be a list of at most {MAX_PROVIDERS} peer ids"
+        )
     return TaskSpec(
         model=model,
         model_hash=model_hash,
@@ -268,6 +295,7 @@ def parse_task(body: Any) -> TaskSpec:
         run_timeout_ms=run_timeout_ms,
         max_rounds=max_rounds,
         requester=requester,
+        providers=tuple(providers),
     )
 
 
@@ -385,6 +413,7 @@ class _Request:
     inputs: tuple[float, ...]
     requester: str
     first_submitted_at: float
+    providers: tuple[str, ...] = ()
     submits: int = 0
     task_ids: list[bytes] = field(default_factory=list)
     deadline: float = math.inf
@@ -405,6 +434,9 @@ class _Task:
     accepted_at: dict[int, float] = field(default_factory=dict)
     claimed_rounds: set[int] = field(default_factory=set)  # rounds we claimed
     others_claimed: set[int] = field(default_factory=set)  # rounds others claimed
+    # Round -> authors of the claims seen, and of those consensus rejected.
+    claimants: dict[int, set[bytes]] = field(default_factory=dict)
+    rejected: dict[int, set[bytes]] = field(default_factory=dict)
     running: bool = False
     # Results that arrived before their round's claim was accepted here.
     pending: dict[tuple[int, bytes], tuple[tuple[float, ...] | None, str | None]] = (
@@ -414,6 +446,7 @@ class _Task:
     # error).
     result: tuple[int, bytes, tuple[float, ...] | None, str | None] | None = None
     reclaim_at: float = math.inf
+    claim_at: float = math.inf  # when this provider claims round 0
     finished_at: float | None = None
 
 
@@ -425,13 +458,22 @@ class TaskCore:
         rng: source of nonces and re-claim jitter.
         author: this node's vertex-signing key id, compared with the authors
             of claim and result vertices.
+        peer_id: this node's libp2p peer id, looked up in a task's provider
+            order.
     """
 
-    def __init__(self, params: TaskParams, rng: random.Random, author: bytes) -> None:
+    def __init__(
+        self,
+        params: TaskParams,
+        rng: random.Random,
+        author: bytes,
+        peer_id: str = "",
+    ) -> None:
         params.validate()
         self.params = params
         self._rng = rng
         self._author = author
+        self._peer_id = peer_id
         self._models: set[str] = set()
         self._requests: dict[int, _Request] = {}
         self._tasks: dict[bytes, _Task] = {}
@@ -463,8 +505,13 @@ class TaskCore:
         inputs: tuple[float, ...],
         now: float,
         requester: str = "",
+        providers: tuple[str, ...] = (),
     ) -> list[Action]:
-        """Start a request; the returned `IssueTask` carries its ``ref``."""
+        """Start a request; the returned `IssueTask` carries its ``ref``.
+
+        ``providers`` is the order in which providers should claim (see
+        `TaskParams.claim_stagger_s`), at most `MAX_PROVIDERS` of them.
+        """
         ref = self._next_ref
         self._next_ref += 1
         request = _Request(
@@ -474,6 +521,7 @@ class TaskCore:
             inputs=tuple(float(x) for x in inputs),
             requester=requester,
             first_submitted_at=now,
+            providers=tuple(providers[:MAX_PROVIDERS]),
         )
         self._requests[ref] = request
         return [self._issue(request, now)]
@@ -492,6 +540,7 @@ class TaskCore:
             run_timeout_ms=max(1, round(self.params.run_timeout_s * 1000)),
             max_rounds=self.params.max_rounds,
             requester=request.requester,
+            providers=request.providers,
         )
         return IssueTask(ref=request.ref, spec=spec)
 
@@ -621,7 +670,19 @@ class TaskCore:
             # Claims decided before the task vertex arrived; follow the latest.
             round_ = max(task.accepted)
             return self._after_accept(task, round_, task.accepted[round_], now)
-        return self._claim(task, 0)
+        delay = self._claim_delay(spec)
+        if delay <= 0:
+            return self._claim(task, 0)
+        task.claim_at = now + delay
+        return []
+
+    def _claim_delay(self, spec: TaskSpec) -> float:
+        if self._peer_id in spec.providers:
+            rank = spec.providers.index(self._peer_id)
+        else:
+            # Unknown to the requester: after every listed provider.
+            rank = len(spec.providers)
+        return rank * self.params.claim_stagger_s
 
     def _claim(self, task: _Task, round_: int) -> list[Action]:
         if round_ in task.claimed_rounds:
@@ -639,13 +700,15 @@ class TaskCore:
         now: float,
     ) -> list[Action]:
         """Handle a ``task.claim`` vertex that was admitted, accepted or rejected."""
-        if status == ADMITTED and author != self._author:
-            task = self._tasks.get(task_id)
-            if task is not None:
-                task.others_claimed.add(round_)
-        if status != ACCEPTED:
-            return []
         task = self._task(task_id, now)
+        if status == ADMITTED:
+            task.claimants.setdefault(round_, set()).add(author)
+            if author != self._author:
+                task.others_claimed.add(round_)
+            return []
+        if status == REJECTED:
+            task.rejected.setdefault(round_, set()).add(author)
+            return self._after_round_rejected(task, round_)
         if round_ in task.accepted:
             # Consensus accepts one claim per conflict set; a second one would
             # be a consensus bug, and the first decision stands.
@@ -660,6 +723,42 @@ class TaskCore:
         if round_ == max(task.accepted):
             actions += self._after_accept(task, round_, author, now)
         return actions
+
+    def _after_round_rejected(self, task: _Task, round_: int) -> list[Action]:
+        # A claim that names a rejected vertex as a parent is rejected with
+        # it, whatever its conflict set, so every claim of a round can lose.
+        # That round can never run, so the providers move to the next one.
+        spec = task.spec
+        if (
+            round_ in task.accepted
+            or task.finished_at is not None
+            or spec is None
+            or spec.model_hash not in self._models
+            or round_ + 1 >= spec.max_rounds
+            or round_ + 1 in task.others_claimed
+            or not task.claimants.get(round_, set()) <= task.rejected[round_]
+        ):
+            return []
+        return self._claim(task, round_ + 1)
+
+    def on_task_rejected(self, task_id: bytes, now: float) -> list[Action]:
+        """Handle a ``task.submit`` vertex that consensus rejected.
+
+        Its claims and result descend from it and are rejected too, so
+        providers drop the task and its requester submits it again at once.
+        """
+        task = self._task(task_id, now)
+        task.reclaim_at = math.inf
+        if task.finished_at is None:
+            task.finished_at = now
+        request = self._requests.get(task.ref) if task.ref is not None else None
+        if request is None or request.state in ("done", "failed"):
+            return []
+        if not request.task_ids or request.task_ids[-1] != task_id:
+            return []
+        request.notes[-1] = "consensus rejected the task vertex"
+        request.deadline = now
+        return self.on_tick(now)
 
     def _after_accept(
         self, task: _Task, round_: int, claimer: bytes, now: float
@@ -750,6 +849,14 @@ class TaskCore:
         """Expire claim and request deadlines that have passed by ``now``."""
         actions: list[Action] = []
         for task in list(self._tasks.values()):
+            if task.claim_at <= now:
+                task.claim_at = math.inf
+                if (
+                    task.finished_at is None
+                    and not task.accepted
+                    and 0 not in task.others_claimed
+                ):
+                    actions += self._claim(task, 0)
             if task.reclaim_at <= now:
                 task.reclaim_at = math.inf
                 next_round = max(task.accepted, default=-1) + 1
@@ -786,7 +893,7 @@ class TaskCore:
         """Return the earliest time at which `on_tick` has work, or inf."""
         deadline = math.inf
         for task in self._tasks.values():
-            deadline = min(deadline, task.reclaim_at)
+            deadline = min(deadline, task.reclaim_at, task.claim_at)
             if task.finished_at is not None:
                 deadline = min(deadline, task.finished_at + self.params.retain_s)
         for request in self._requests.values():

@@ -12,12 +12,13 @@ import math
 import random
 from collections import deque
 
-import msgpack
 import pytest
 
+from dag.codec import decode_payload, encode_payload
 from node.tasks import (
     ACCEPTED,
     ADMITTED,
+    REJECTED,
     IssueClaim,
     IssueResult,
     IssueTask,
@@ -88,7 +89,7 @@ class _Mesh:
         core = self.cores[author]
         if isinstance(action, IssueTask):
             task_id = self._vertex_id()
-            spec = parse_task(msgpack.unpackb(msgpack.packb(task_payload(action.spec))))
+            spec = parse_task(_roundtrip(task_payload(action.spec)))
             self.perform(author, core.on_task_issued(action.ref, task_id, self.now))
             for other, other_core in self.live():
                 self.perform(other, other_core.on_task(task_id, author, spec, self.now))
@@ -403,7 +404,8 @@ def test_nonces_follow_seed():
 
 
 def _roundtrip(body):
-    return msgpack.unpackb(msgpack.packb(body, use_bin_type=True), raw=False)
+    # The vertex payload codec, so tests see the types peers' payloads have.
+    return decode_payload(encode_payload(body))
 
 
 def test_task_payload_roundtrip_exact():
@@ -448,6 +450,8 @@ def _good_task():
         ({"run_timeout_ms": 0}, "run_timeout_ms=0"),
         ({"max_rounds": 99}, "max_rounds=99"),
         ({"requester": b"x"}, "requester"),
+        ({"providers": ["p"] * 17}, "providers"),
+        ({"providers": [1]}, "providers"),
     ],
 )
 def test_parse_task_rejects(change, message):
@@ -494,6 +498,7 @@ def test_parse_result_needs_outputs_or_error():
         ({"max_rounds": 17}, "max_rounds"),
         ({"max_submits": 0}, "max_submits"),
         ({"reclaim_jitter_s": -0.1}, "reclaim_jitter_s"),
+        ({"claim_stagger_s": -1.0}, "claim_stagger_s"),
         ({"max_tracked": 0}, "max_tracked"),
     ],
 )
@@ -518,3 +523,88 @@ def test_reclaim_skipped_when_other_claimed_round():
     # round is claimed again.
     assert core.on_claim(task_id, 1, other, ACCEPTED, 2.0) == []
     assert core.on_tick(3.0 + PARAMS.reclaim_jitter_s) == [IssueClaim(task_id, 2)]
+
+
+def test_all_claims_rejected_moves_to_next_round():
+    me, other = _author("me"), _author("other")
+    core = TaskCore(PARAMS, random.Random(3), me)
+    core.add_model(HASH)
+    task_id = b"t" * 32
+    spec = TaskSpec("digits", HASH, (1.0,), 7, 1000, 3)
+    assert core.on_task(task_id, _author("r"), spec, 0.0) == [IssueClaim(task_id, 0)]
+    assert core.on_claim(task_id, 0, me, ADMITTED, 0.1) == []
+    assert core.on_claim(task_id, 0, other, ADMITTED, 0.1) == []
+    # One of two rejected: the other may still win.
+    assert core.on_claim(task_id, 0, other, REJECTED, 0.2) == []
+    assert core.on_claim(task_id, 0, me, REJECTED, 0.3) == [IssueClaim(task_id, 1)]
+
+
+def test_all_claims_rejected_in_last_round_stops():
+    me = _author("me")
+    core = TaskCore(PARAMS, random.Random(3), me)
+    core.add_model(HASH)
+    task_id = b"t" * 32
+    core.on_task(task_id, _author("r"), TaskSpec("d", HASH, (1.0,), 7, 1000, 1), 0.0)
+    core.on_claim(task_id, 0, me, ADMITTED, 0.1)
+    assert core.on_claim(task_id, 0, me, REJECTED, 0.2) == []
+
+
+def test_rejected_task_vertex_resubmitted_at_once():
+    core = TaskCore(PARAMS, random.Random(3), _author("me"))
+    (issue,) = core.submit("digits", HASH, (1.0,), 0.0)
+    task_id = b"t" * 32
+    core.on_task_issued(issue.ref, task_id, 0.1)
+    (again,) = core.on_task_rejected(task_id, 0.5)
+    assert isinstance(again, IssueTask)
+    assert again.ref == issue.ref
+    core.on_task_issued(issue.ref, b"u" * 32, 0.6)
+    (failed,) = core.on_task_rejected(b"u" * 32, 0.7)
+    assert isinstance(failed, TaskFailed)
+    assert "submission 1: consensus rejected the task vertex" in failed.reason
+
+
+def test_provider_drops_rejected_task():
+    core = TaskCore(PARAMS, random.Random(3), _author("me"))
+    core.add_model(HASH)
+    task_id = b"t" * 32
+    core.on_task_rejected(task_id, 0.0)
+    spec = TaskSpec("digits", HASH, (1.0,), 7, 1000, 3)
+    assert core.on_task(task_id, _author("r"), spec, 0.1) == []
+
+
+def test_listed_first_provider_claims_at_once_others_wait():
+    task_id = b"t" * 32
+    spec = TaskSpec("digits", HASH, (1.0,), 7, 1000, 3, providers=("p1", "p2"))
+    first = TaskCore(PARAMS, random.Random(1), _author("a"), peer_id="p1")
+    second = TaskCore(PARAMS, random.Random(2), _author("b"), peer_id="p2")
+    unlisted = TaskCore(PARAMS, random.Random(3), _author("c"), peer_id="p3")
+    for core in (first, second, unlisted):
+        core.add_model(HASH)
+    assert first.on_task(task_id, _author("r"), spec, 0.0) == [IssueClaim(task_id, 0)]
+    assert second.on_task(task_id, _author("r"), spec, 0.0) == []
+    assert unlisted.on_task(task_id, _author("r"), spec, 0.0) == []
+    assert second.next_deadline() == PARAMS.claim_stagger_s
+    assert unlisted.next_deadline() == 2 * PARAMS.claim_stagger_s
+    # The first claim reaches the second provider before its turn.
+    second.on_claim(task_id, 0, _author("a"), ADMITTED, 0.05)
+    assert second.on_tick(PARAMS.claim_stagger_s) == []
+    # The unlisted provider saw nothing and claims at its turn.
+    assert unlisted.on_tick(2 * PARAMS.claim_stagger_s) == [IssueClaim(task_id, 0)]
+
+
+def test_zero_stagger_everyone_claims_at_once():
+    params = TaskParams(claim_stagger_s=0.0)
+    spec = TaskSpec("digits", HASH, (1.0,), 7, 1000, 3, providers=("p1", "p2"))
+    core = TaskCore(params, random.Random(2), _author("b"), peer_id="p2")
+    core.add_model(HASH)
+    assert core.on_task(b"t" * 32, _author("r"), spec, 0.0) == [
+        IssueClaim(b"t" * 32, 0)
+    ]
+
+
+def test_submit_carries_provider_order():
+    core = TaskCore(PARAMS, random.Random(3), _author("r"))
+    (issue,) = core.submit("digits", HASH, (1.0,), 0.0, "req", ("p2", "p1"))
+    assert issue.spec.providers == ("p2", "p1")
+    body = _roundtrip(task_payload(issue.spec))
+    assert parse_task(body).providers == ("p2", "p1")

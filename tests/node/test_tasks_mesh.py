@@ -122,7 +122,9 @@ def test_model_found_through_dht(tmp_path, mesh_of):
 
 
 def test_three_providers_race_served_once(tmp_path, mesh_of):
-    daemons = mesh_of(4)
+    # Without the stagger every provider claims at once, so the claims of
+    # each task conflict and consensus must pick one.
+    daemons = mesh_of(4, env={"SYNAPTIC_MESH_TASKS_CLAIM_STAGGER_S": "0"})
     requester, providers = daemons[0], daemons[1:]
     path, expected = _model(tmp_path)
     _client(providers[0]).post("/models", {"name": "tiny", "path": str(path)})
