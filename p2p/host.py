@@ -42,7 +42,7 @@ import re
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -136,7 +136,6 @@ class HostConfig:
     upgrade_timeout: float = 5.0
     dial_timeout: float = 5.0
     negotiate_timeout: float = 5.0
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def validate(self) -> None:
         """Check every field; raise `ValueError` naming the first bad one."""

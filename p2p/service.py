@@ -4,14 +4,15 @@
 guard, request/response, peer management, gossip and discovery in one trio
 nursery. Leaving the `async with` block stops them all and closes the host.
 
-Gossip and discovery plug in from their own modules. When `p2p.gossip`
-defines `Gossip` (and `p2p.discovery` defines `Discovery`), the service calls
-`Gossip(svc, gossip_params)` after the host is listening, and then supervises
-`await nursery.start(svc.gossip.run)`. `run(task_status=...)` must call
-`task_status.started()` once the component is usable, and it is restarted
-with a logged reason if it raises. Through `svc` a component reaches
-`svc.host` (the libp2p host), `svc.guard` (`wrap_validator`, `guard_pubsub`,
-`report`, `allow_message`), `svc.config.network` and `svc.protocol_id(name)`.
+Gossip and discovery plug in from their own modules. When `p2p.gossip` defines
+`open_gossip(host, params)` (and `p2p.discovery` defines
+`open_discovery(host, params)`), the service enters that async context
+manager once the host listens, before `open_service` yields. Params default
+to `GossipParams(network=config.network)` (`DiscoveryParams` likewise). Each
+runs in a task under `Guard.supervise`, so if it raises it is re-entered with
+a logged reason, and `svc.gossip` / `svc.discovery` then name the new object.
+If the gossip object has a `pubsub` attribute, `Guard.guard_pubsub` wraps its
+per-message task.
 
 Public API:
     async with open_service(config, *, guard_params=None, reqresp_params=None,
@@ -225,6 +226,9 @@ async def _run_plugin(
     params: Any,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    # NOTE: a plugin re-entered after a crash registers its stream handlers
+    # and connection notifee with the same host again. Handlers are replaced,
+    # but the old notifee stays unless the plugin removes it on exit.
     async with opener(svc.host, params) as component:
         setattr(svc, attribute, component)
         pubsub = getattr(component, "pubsub", None)
