@@ -321,8 +321,8 @@ class Avalanche:
                 parent_objs.append(parent)
             elif self._decided.get(pid) is False:
                 doomed = True
-        keys = tuple(dict.fromkeys(conflict_keys))
-        if doomed or any(key in self._accepted_keys for key in keys):
+        keys = tuple(dict.fromkeys(conflict_keys)) if conflict_keys else ()
+        if doomed or (keys and not self._accepted_keys.isdisjoint(keys)):
             self._decided[vertex_id] = False
             self._pending_rejected.append(vertex_id)
             self._counters["rejected"] += 1
@@ -780,13 +780,12 @@ class Avalanche:
             self._recompute_preferred_dag()
 
     def _can_accept(self, vertex: _Vertex) -> bool:
-        return (
-            vertex.state == _PROCESSING
-            and vertex in self._ready
-            and vertex.sp
-            and self._is_preferred(vertex)
-            and all(p.state == _ACCEPTED for p in vertex.parents)
-        )
+        if vertex.state != _PROCESSING or not vertex.sp or vertex not in self._ready:
+            return False
+        for parent in vertex.parents:
+            if parent.state != _ACCEPTED:
+                return False
+        return self._is_preferred(vertex)
 
     def _forget_processing(self, vertex: _Vertex) -> None:
         vertex.start = -1
