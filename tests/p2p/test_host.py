@@ -249,3 +249,14 @@ async def test_inbound_slots_freed_after_disconnect(tmp_path):
             with trio.fail_after(5):
                 while hub.connected_peers() or swarm._inbound_limiter.borrowed_tokens:
                     await trio.sleep(0.01)
+
+
+async def test_stock_listener_cannot_share_our_port(tmp_path):
+    # The stock TCP listener sets SO_REUSEPORT; without it on our socket the
+    # kernel refuses its bind instead of splitting our inbound connections.
+    async with open_service(_config(tmp_path, "a")) as a:
+        port = a.listen_addrs[0].split("/")[4]
+        listen = [multiaddr.Multiaddr(f"/ip4/127.0.0.1/tcp/{port}")]
+        stock = new_host(key_pair=create_new_key_pair(), listen_addrs=listen)
+        async with stock.run(listen):
+            assert stock.get_addrs() == []
