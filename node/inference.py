@@ -502,6 +502,12 @@ class InferenceService:
         """Start a request for `inputs` on model `name`; return its record."""
         started = trio.current_time()
         model_hash = self.resolve(name)
+        values = _inputs(inputs)
+        expected = self._num_inputs(name, model_hash)
+        if expected is not None and len(values) != expected:
+            raise ApiError(
+                400, f"model {name} expects {expected} inputs, got {len(values)}"
+            )
         pending_stages: dict[str, float] = {}
         known_until, peers = self._providers_known.get(model_hash, (-math.inf, ()))
         if self.store.has(model_hash):
@@ -523,7 +529,6 @@ class InferenceService:
         # listed claims at once and the others stand by.
         order = list(peers)
         self.rng.shuffle(order)
-        values = _inputs(inputs)
         now = trio.current_time()
         actions = self.core.submit(
             name, model_hash, values, now, self.node.peer_id, tuple(order)
@@ -534,6 +539,14 @@ class InferenceService:
         self._pending[ref] = pending
         self._queue(actions)
         return pending
+
+    def _num_inputs(self, name: str, model_hash: str) -> int | None:
+        registered = self.registry.resolve(name)
+        if registered is not None and registered.model_hash == model_hash:
+            return registered.num_inputs
+        if self.store.has(model_hash):
+            return self.store.info(model_hash).num_inputs
+        return None
 
     def describe(self, pending: _Pending) -> dict[str, Any]:
         """Return the JSON document of one request."""
