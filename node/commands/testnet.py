@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
@@ -83,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"synaptic-mesh testnet: {error}", file=sys.stderr)
         return 2
+    # Creating N data directories logs two INFO records each, which would
+    # bury the progress lines; the summary reports failures instead.
+    for name in ("node.commands.init", "p2p.identity"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     started = time.monotonic()
 
     def progress(message: str) -> None:
