@@ -7,7 +7,7 @@ Three parts, each written to the ``consensus`` section of docs/benchmarks.md:
    two honest nodes is a failure. Seeds run in a process pool.
 2. Liveness boundary: n = k = 20 with alpha 15. Five silent nodes leave exactly
    alpha voters in every poll, so every honest node must finalize in exactly
-   beta polls; six silent nodes leave 14, so nothing may ever finalize.
+   beta polls. Six silent nodes leave 14, so nothing may ever finalize.
 3. Speed: wall and CPU time of the simulator for 100, 300 and 1,000 nodes with
    1,000 vertices, against the 60 s target for 1,000 x 1,000.
 

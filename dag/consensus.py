@@ -3,8 +3,8 @@
 Theory. Every vertex belongs to one conflict set per conflict key it carries
 (vertices that share a key conflict, and a vertex without keys conflicts with
 nothing). Each set chooses its preferred member with a Snowball tree, as
-avalanchego's snowman does: members are leaves of a binary trie over the bits
-of their ids, and at each split a side whose members got at least
+avalanchego's snowman does. Members are leaves of a binary trie over the bits
+of their ids. At each split, a side whose members got at least
 ``alpha_preference`` votes in a poll gains one preference strength. The set
 prefers the stronger side at every split, keeping its current side on ties.
 Splitting by bits lets many colours converge: a flat vote over ten colours
@@ -109,7 +109,7 @@ class ProcessingFull(DagError):
 
 
 class Status(enum.Enum):
-    """Consensus status of a vertex as this engine sees it."""
+    """Consensus status of a vertex as recorded by this engine."""
 
     UNKNOWN = "unknown"
     PROCESSING = "processing"
@@ -128,7 +128,7 @@ class SendPoll:
 
 @dataclass(frozen=True, slots=True)
 class PollReply:
-    """Answer poll `request_id` from `peer` with `votes`."""
+    """Reply to poll `request_id` from `peer` with `votes`."""
 
     peer: PeerId
     request_id: int
@@ -228,7 +228,7 @@ class Avalanche:
         params: Validated on construction.
         rng: Source of the peer samples, injected so runs replay exactly.
         self_id: This node's peer id. When given, the node is part of the
-            population that polls sample from and answers its own share of a
+            population that polls sample from and supplies its own vote in a
             poll without a message, as avalanchego does. When None, polls
             sample only peers.
 
@@ -337,7 +337,7 @@ class Avalanche:
         vertex_ids: Sequence[VertexId],
         now: float,
     ) -> list[Action]:
-        """Answer a poll from `peer` and request the asked ids never seen."""
+        """Reply to a poll from `peer` and fetch requested ids never seen."""
         if len(vertex_ids) > self.params.max_poll_batch:
             self._counters["requests_invalid"] += 1
             return [PollReply(peer, request_id, ())]
@@ -575,8 +575,8 @@ class Avalanche:
                 unknown.append(vid)
         if len(votes) == len(batch):
             return batch, unknown
-        # Disagreement or ignorance: add our frontier so the poller sees what
-        # we prefer instead.
+        # We prefer something else or lack a vertex: add our frontier so the
+        # poller learns what we prefer instead.
         asked = set(votes)
         extra = sorted(v.vid for v in self._frontier if v.vid not in asked)
         return tuple(votes + extra)[: self.params.max_votes], unknown

@@ -9,7 +9,7 @@ avalanchego's ``snow/consensus/snowball/parameters.go``:
 
 The remaining fields bound what the engine keeps in memory and how it behaves
 when polls cannot reach a quorum. Avalanchego has no direct counterpart for
-them, so each default says where it comes from.
+them, so each default names its source.
 
 Public API:
     AvalancheParams(k=20, alpha_preference=15, alpha_confidence=15, beta=20,
@@ -40,7 +40,7 @@ class AvalancheParams:
     Attributes:
         k: Number of nodes sampled per poll (avalanchego default 20). The
             sample is drawn from the peers plus the node itself when the engine
-            knows its own id, so k may be as large as the number of nodes.
+            is given its own id, so k may be as large as the number of nodes.
         alpha_preference: Votes a vertex needs in one poll to gain preference
             strength (avalanchego default 15).
         alpha_confidence: Votes a vertex needs in one poll for the poll to
@@ -145,8 +145,8 @@ class AvalancheParams:
         The sample size is min(20, nodes - 1). ``alpha_confidence`` is
         ceil(3k/4), avalanchego's 15 of 20, so a quarter of a sample may be
         silent. ``alpha_preference`` is k/2 + 1, avalanchego's dual-alpha
-        setting, which breaks an even split between two conflicting vertices
-        far sooner than 15 of 20 does; with few nodes an even split is common.
+        setting. It breaks an even split between two conflicting vertices far
+        sooner than 15 of 20 does, and with few nodes an even split is common.
         For 5 nodes this gives k=4 with both alphas 3. `concurrent_repolls`
         shrinks with beta to stay valid.
 

@@ -5,7 +5,7 @@ Internal to the engine; nothing here is part of the package's public API.
 Vote counting works on Python ints used as bitsets. Each processing vertex
 owns one bit, and its ancestor mask has the bits of itself and its processing
 ancestors, so a reply's votes become one mask (the OR of the voted vertices'
-masks). Per-vertex vote counts are kept bit-sliced: ``planes[i]`` holds bit i
+masks). Per-vertex vote counts are kept bit-sliced: ``planes[i]`` contains bit i
 of every vertex's count. Adding a reply and comparing all counts with a
 threshold then costs a few big-int operations instead of a walk over the DAG.
 """

@@ -16,7 +16,7 @@ one more colour of a single conflict set.
 
 Byzantine nodes run no engine:
     silent: drop every message.
-    stubborn: answer every poll with their own pick in each conflict set (the
+    stubborn: reply to every poll with their own pick in each conflict set (the
         member issued last, which the honest majority usually does not prefer
         because it arrives later) and never vote for anything else.
     equivocate: vote for every asked vertex and every member of every conflict
@@ -375,9 +375,9 @@ class _Simulation:
             self.push((healed or sent_at) + self.delay(), dst, kind, src, a)
             return
         if kind == _DELIVER and self.partitions_on:
-            # Vertices held back by a partition arrive once it heals, standing
-            # in for the sync a node runs when it reconnects; polls and
-            # fetches across it are simply lost.
+            # Vertices held back by a partition arrive once it heals, which
+            # models the sync a node runs when it reconnects. Polls and
+            # fetches across a partition are lost.
             healed = self.partition_end(src, dst, self.now)
             if healed is not None:
                 self.messages += 1
@@ -575,7 +575,7 @@ class _Simulation:
     def deliver(self, node_id: int, vid: int, src: int) -> None:
         """Admit a vertex once its parents are in; fetch missing ones from src.
 
-        This stands in for the node's admission layer and its orphan buffer.
+        This plays the part of the node's admission layer and orphan buffer.
         """
         node = self.nodes[node_id]
         if vid in node.added:
@@ -589,8 +589,8 @@ class _Simulation:
             node.blocked[vid] = len(missing)
             for parent in missing:
                 node.waiting.setdefault(parent, []).append(vid)
-        # Seen again while waiting (a fetch answer or a repeat): the earlier
-        # request for its ancestors may have been lost, so ask once more.
+        # Seen again while waiting (a fetch reply or a repeat): the earlier
+        # request for its ancestors may have been lost, so request them again.
         unseen = self.unseen_ancestors(node, vid)
         if unseen:
             self.send(node_id, src, _FETCH, unseen)

@@ -29,7 +29,7 @@ SMALL = AvalancheParams(
 
 
 class Driver:
-    """One engine whose polls the test answers peer by peer."""
+    """One engine whose polls the test replies to peer by peer."""
 
     def __init__(self, params: AvalancheParams = SMALL, peers=PEERS) -> None:
         self.engine = Avalanche(params, random.Random(7))
@@ -55,7 +55,7 @@ class Driver:
         return self.take(self.engine.add_vertex(vid, parents, keys, self.now))
 
     def answer(self, votes_for_peer) -> list:
-        """Answer the oldest outstanding poll; `votes_for_peer(peer, batch)`.
+        """Reply to the oldest outstanding poll with `votes_for_peer(peer, batch)`.
 
         After a failed poll the engine waits out its backoff, so the driver
         first moves time to the engine's deadline when no poll is out.
@@ -77,7 +77,7 @@ class Driver:
         return actions
 
     def settle(self, votes_for_peer, max_polls: int = 50) -> int:
-        """Answer polls until nothing is processing; return the polls used."""
+        """Reply to polls until nothing is processing; return the polls used."""
         for used in range(max_polls):
             if not self.engine.processing_count:
                 return used
