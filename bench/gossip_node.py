@@ -9,9 +9,9 @@ stacks:
   and ``GossipSub`` with D=6/4/12 and a 1 s heartbeat, ``KadDHT`` in server
   mode), everything else at its defaults.
 
-A command is one JSON object per line with an ``id`` and a ``cmd``; the node
-answers with one line carrying the same ``id`` and ``ok`` (plus ``error`` when
-false). Published payloads start with a JSON header naming the publisher, a
+A command is one JSON object per line with an ``id`` and a ``cmd``. The node
+replies with one line that carries the same ``id`` and ``ok``, plus ``error``
+when ``ok`` is false. Published payloads start with a JSON header naming the publisher, a
 sequence number and the send time, so every receiver can count deliveries and
 measure latency against the shared wall clock of the one machine.
 
@@ -43,7 +43,7 @@ _HEADER_END = b"\n"
 
 
 class NodeError(RuntimeError):
-    """A node process failed, answered with an error or timed out."""
+    """A node process exited, replied with an error or timed out."""
 
 
 class NodeProcess:
@@ -268,6 +268,16 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="seconds publish waits for full send queues (ours only)",
     )
     parser.add_argument(
+        "--plain-host",
+        action="store_true",
+        help="run our gossip and discovery on py-libp2p's new_host (ours only)",
+    )
+    parser.add_argument(
+        "--degrees",
+        default=None,
+        help="gossip mesh degrees D,D_lo,D_hi, e.g. 6,4,8 (ours only)",
+    )
+    parser.add_argument(
         "--state-dir",
         default=None,
         help="folder for the node identity, kept across restarts (ours only)",
@@ -361,7 +371,23 @@ async def _start_ours(node: _Node, stack: AsyncExitStack, listen: Any) -> None:
         )
     if args.publish_timeout is not None:
         params = _replace(params, publish_timeout=args.publish_timeout)
+    if args.degrees is not None:
+        d, d_lo, d_hi = (int(x) for x in args.degrees.split(","))
+        params = _replace(params, d=d, d_lo=d_lo, d_hi=d_hi)
     dparams = DiscoveryParams(network=args.network, provider_ttl=args.provider_ttl)
+    if args.plain_host:
+        from libp2p import new_host
+        from libp2p.crypto.ed25519 import create_new_key_pair
+
+        from p2p.discovery import open_discovery
+        from p2p.gossip import open_gossip
+
+        host = new_host(key_pair=create_new_key_pair())
+        await stack.enter_async_context(host.run([listen]))
+        node.host = host
+        node.gossip = await stack.enter_async_context(open_gossip(host, params))
+        node.discovery = await stack.enter_async_context(open_discovery(host, dparams))
+        return
     service = await stack.enter_async_context(
         open_service(config, gossip_params=params, discovery_params=dparams)
     )
@@ -538,6 +564,8 @@ async def _cmd_stats(node: _Node, request: dict[str, Any]) -> dict[str, Any]:
         "publish_errors": dict(node.publish_errors),
         "connected": len(node.host.get_connected_peers()),
     }
+    pubsub = node.gossip.pubsub if node.gossip is not None else node.pubsub
+    reply["pubsub_peers"] = len(pubsub.peers)
     if node.gossip is not None:
         stats = node.gossip.stats()
         reply["gossip"] = {k: getattr(stats, k) for k in stats.__dataclass_fields__}

@@ -1,10 +1,11 @@
 """DHT service discovery on py-libp2p's Kademlia DHT.
 
 A node that serves something (a model, a task type) announces it as a
-provider record under ``multihash(sha256("/synaptic-mesh/<network>/service/
-<name>"))`` and republishes it every ``republish_interval`` seconds; every
-record expires ``provider_ttl`` seconds after its last announcement, so a
-provider that dies disappears from lookups within one TTL.
+provider record under the key ``multihash(sha256(text))``, where text is
+``/synaptic-mesh/<network>/service/<name>``. It republishes the record every
+``republish_interval`` seconds. Every copy expires ``provider_ttl`` seconds
+after its last announcement, so a provider that dies disappears from lookups
+within one TTL.
 
 py-libp2p 0.8.1's ``KadDHT`` is used in server mode with these changes:
 
@@ -108,7 +109,7 @@ class DiscoveryParams:
     # Seconds between announcements; None means provider_ttl / 3, so two
     # announcements may be lost before a live provider's record expires.
     republish_interval: float | None = None
-    # Seconds one find_providers call may take unless the caller says.
+    # Seconds one find_providers call may take when the caller passes none.
     lookup_timeout: float = 10.0
     # Providers returned per lookup, and kept per key.
     max_providers: int = 20
@@ -123,7 +124,10 @@ class DiscoveryParams:
     bootstrap_attempts: int = 4
     bootstrap_backoff: float = 0.5
     # Seconds between walks towards our own id that refill the routing table.
-    refresh_interval: float = 120.0
+    # Each walk dials the peers it finds, and py-libp2p keeps those
+    # connections, so a short interval soon connects a small network
+    # completely. 600 s is py-libp2p's own refresh interval.
+    refresh_interval: float = 600.0
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting that is out of range."""
@@ -174,7 +178,7 @@ class ProviderRecords:
     """Provider records with a TTL, driven by an explicit clock.
 
     Invariants: a key maps to at most ``max_per_key`` providers and the table
-    holds at most ``max_keys`` keys; ``get`` never returns a record whose last
+    contains at most ``max_keys`` keys; ``get`` never returns a record whose last
     ``add`` is ``ttl`` or more seconds before ``now``. A full key keeps its
     current providers and ignores new ones until some expire, as the
     Kademlia provider limit of k per key does.
@@ -354,7 +358,6 @@ class Discovery:
         )
         self.dht = _MeshDHT(host, self.records)
         self._provided: dict[str, bytes] = {}
-        self._nursery: trio.Nursery | None = None
         self._refreshing = False
         self._events_send, self._events_receive = trio.open_memory_channel[
             tuple[str, ID]
@@ -454,7 +457,7 @@ class Discovery:
                 return
         for info in providers:
             known = found.get(info.peer_id)
-            if known is None or not known.addrs and info.addrs:
+            if known is None or (not known.addrs and info.addrs):
                 found[info.peer_id] = info
 
     async def _query_providers(self, peer_id: ID, key: bytes) -> list[ProviderInfo]:
@@ -561,13 +564,7 @@ class Discovery:
         deadline = trio.current_time() + self.params.identify_wait
         while trio.current_time() < deadline:
             if _serves_dht(self._host, peer_id):
-                was_empty = self.dht.routing_table.size() == 0
                 await self.dht.add_peer(peer_id)
-                if was_empty and self._nursery is not None and not self._refreshing:
-                    # The first DHT peer is the entry point: walking towards
-                    # our own id through it fills the table right away
-                    # instead of at the next periodic refresh.
-                    self._nursery.start_soon(self.refresh)
                 return
             protocols = _known_protocols(self._host, peer_id)
             if protocols:
@@ -608,7 +605,6 @@ class Discovery:
         async with AsyncExitStack() as stack:
             await stack.enter_async_context(background_trio_service(self.dht))
             async with trio.open_nursery() as nursery:
-                self._nursery = nursery
                 nursery.start_soon(self._watch_connections, nursery)
                 nursery.start_soon(self._republish_loop)
                 nursery.start_soon(self._refresh_loop)

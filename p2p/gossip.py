@@ -5,8 +5,8 @@ correctly, but their defaults lose messages without telling anyone. This module
 configures and subclasses them as follows:
 
 - StrictSign: every message is signed by its origin and verified on every hop.
-- Message ids are the SHA-256 of the data, so the same bytes are delivered to
-  the application once, whoever publishes or forwards them.
+- Message ids are the SHA-256 of the data, so the application gets the same
+  bytes once, no matter which peer publishes or forwards them.
 - The router's built-in spam check (10 messages/s per forwarder and topic,
   applied to our own publishes too, dropped silently) is off. A token bucket per
   forwarding peer (:class:`PeerRateLimiter`) runs before the signature check.
@@ -18,9 +18,13 @@ configures and subclasses them as follows:
 - ``publish`` raises :class:`MessageTooLarge` above ``max_message_size`` and
   :class:`PublishBackpressure` when a subscriber's send queue stays full
   (py-libp2p drops from its 32-entry queues and logs at DEBUG).
-- Validators are plain functions ``bytes -> Verdict``; one that raises counts as
-  a rejection and is logged with the forwarding peer id, and no error from a
-  peer's stream or message escapes into the caller's nursery.
+- Validators are plain functions ``bytes -> Verdict``. One that raises counts as
+  a rejection, logged with the forwarding peer id. No error from a peer's
+  stream or message escapes into the caller's nursery.
+- The checks, local delivery and forwarding of each message run in our own
+  code, not in ``Pubsub.push_msg`` and ``GossipSub.publish``: that skips a
+  signed peer record per forwarded message, a task per duplicate copy and a
+  second signature check of our own messages.
 
 Public API::
 
@@ -86,7 +90,7 @@ class GossipError(P2PError):
 
 
 class TopicError(GossipError):
-    """A topic name is outside this network's namespace or not subscribed."""
+    """A topic name is outside this network's namespace, or already subscribed."""
 
 
 class MessageTooLarge(GossipError):
@@ -111,13 +115,16 @@ class GossipParams:
     """Settings of the gossip layer; ``validate()`` before use."""
 
     network: str = "default"
-    # Mesh degree D and its bounds. The GossipSub v1.1 spec suggests
-    # D=6, D_lo=5, D_hi=12; D_lo=4 lets a node with few peers (a line, a
-    # star's leaf) keep all of them, and D_hi=16 keeps a hub of up to 16
-    # leaves grafted to every leaf.
-    d: int = 8
+    # Mesh degree D and its bounds; the GossipSub v1.1 spec suggests D=6,
+    # D_lo=5, D_hi=12. Every forwarded message is sent to the whole mesh, so
+    # a node receives about one copy per mesh peer, and DHT lookups soon
+    # connect small networks completely. D_hi=8 caps the copies per node
+    # at 8 instead of one per peer. A hub with more than D_hi leaves keeps
+    # D of them in its mesh and reaches the rest by IHAVE/IWANT gossip,
+    # about one heartbeat later.
+    d: int = 6
     d_lo: int = 4
-    d_hi: int = 16
+    d_hi: int = 8
     # The spec and rust-libp2p use a 1 s heartbeat; py-libp2p's default is 120 s.
     heartbeat_interval: float = 1.0
     # Number of heartbeats whose message ids go into IHAVE gossip, and kept
@@ -140,7 +147,7 @@ class GossipParams:
     max_tracked_peers: int = 4096
     # Outbound RPCs queued per peer before py-libp2p drops (its default is 32).
     send_queue_size: int = 512
-    # ``publish`` waits while a subscriber's queue holds this many RPCs ...
+    # ``publish`` waits while a subscriber's queue contains this many RPCs ...
     backpressure_high_water: int = 384
     # ... for at most this many seconds, then raises PublishBackpressure.
     publish_timeout: float = 2.0
@@ -157,6 +164,7 @@ class GossipParams:
         """Raise ``ValueError`` naming the first setting that is out of range."""
         if not self.network or "/" in self.network:
             raise ValueError(f"network={self.network!r} must be non-empty without '/'")
+
         if not 1 <= self.d_lo <= self.d <= self.d_hi:
             raise ValueError(
                 f"degrees must satisfy 1 <= d_lo={self.d_lo} <= d={self.d} "
@@ -173,6 +181,7 @@ class GossipParams:
             )
         if self.seen_ttl < 1:
             raise ValueError(f"seen_ttl={self.seen_ttl} must be at least 1 s")
+
         limit = _RPC_FRAME_LIMIT - _RPC_OVERHEAD_ALLOWANCE
         if not 1 <= self.max_message_size <= limit:
             raise ValueError(
@@ -185,6 +194,7 @@ class GossipParams:
             )
         if self.max_tracked_peers < 1:
             raise ValueError(f"max_tracked_peers={self.max_tracked_peers} must be >= 1")
+
         if not 1 <= self.backpressure_high_water < self.send_queue_size:
             raise ValueError(
                 f"backpressure_high_water={self.backpressure_high_water} must be in "
@@ -253,8 +263,9 @@ class PeerRateLimiter:
 
     Each peer starts with ``burst`` tokens; a message costs one token and
     tokens refill at ``rate`` per second up to ``burst``. At most ``max_peers``
-    buckets are kept; the least recently used one is evicted first, which
-    gives an evicted peer a full bucket again (a bounded, accepted leak).
+    buckets are kept, and the least recently used one is evicted first. An
+    evicted peer starts again with a full bucket, which costs at most one
+    burst per eviction.
     """
 
     def __init__(self, rate: float, burst: float, max_peers: int = 4096) -> None:
@@ -483,10 +494,10 @@ class _MeshPubsub(Pubsub):
         """Check one message, deliver it locally and hand it to the router.
 
         Replaces Pubsub.push_msg so that the rate limit runs before any
-        signature check, our own messages skip re-verification, validators
-        see the forwarder, and no error from a peer's message escapes: in
-        py-libp2p a malformed ``key`` field made the signature check raise
-        and stopped the whole Pubsub service.
+        signature check, our own messages skip re-verification and validators
+        see the forwarder. No error from a peer's message escapes, because in
+        py-libp2p a malformed ``key`` field made the signature check raise and
+        stopped the whole Pubsub service.
         """
         try:
             if self._accept(msg_forwarder, msg):
@@ -556,7 +567,7 @@ class _MeshPubsub(Pubsub):
 
     def _is_subscribed_to_msg(self, msg: rpc_pb2.Message) -> bool:
         # Pubsub's read loop calls this before it spawns a task per message.
-        # Answering False for copies already seen saves that task for every
+        # Returning False for copies already seen saves that task for every
         # duplicate, and in a mesh of degree D most arrivals are duplicates.
         if self.seen_messages.has(content_message_id(msg)):
             self._counters.duplicates += 1
@@ -590,7 +601,7 @@ class _MeshPubsub(Pubsub):
                 logger.debug("gossip subscriber closed topic=%s", topic)
 
     def notify_subscriptions(self, publish_message: rpc_pb2.Message) -> None:
-        # Delivery happens in _deliver, which knows the forwarder.
+        # Delivery happens in _deliver, which receives the forwarder.
         return
 
 
@@ -659,8 +670,8 @@ class Gossip:
         self.pubsub.channels[full] = send
         if validator is not None:
             self.pubsub.validators[full] = validator
-        # Messages reach our channel through _MeshPubsub.notify_subscriptions;
-        # the subscription object Pubsub returns is never read.
+        # Messages reach our channel through _MeshPubsub._deliver, so the
+        # subscription object that Pubsub returns is never read.
         await self.pubsub.subscribe(full)
         logger.info("gossip subscribed topic=%s", full)
         return receive
