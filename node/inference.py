@@ -162,6 +162,7 @@ _ENV_FIELDS: Final = {
     "ADVERTISE_INTERVAL_S": ("", "advertise_interval_s", float),
     "INFERENCE_DELAY_S": ("", "inference_delay_s", float),
     "CLAIM_STAGGER_S": ("tasks", "claim_stagger_s", float),
+    "REQUEST_TIMEOUT_S": ("tasks", "request_timeout_s", float),
 }
 
 

@@ -118,6 +118,9 @@ class TaskParams:
             claims are resolved by consensus, but every vertex built on the
             losing claim is rejected with it, so a healthy mesh avoids the
             conflict. Zero makes every provider claim at once.
+        request_timeout_s: how long a requester waits in total before it
+            reports a request failed. It waits past ``claim_timeout_s`` only
+            while claims it has seen are still undecided.
         retain_s: how long finished tasks are kept to drop late vertices.
         max_tracked: tasks tracked at once; the oldest finished ones go first.
     """
@@ -128,6 +131,7 @@ class TaskParams:
     max_submits: int = 4
     reclaim_jitter_s: float = 0.5
     claim_stagger_s: float = 0.3
+    request_timeout_s: float = 60.0
     retain_s: float = 120.0
     max_tracked: int = 10_000
 
@@ -145,6 +149,8 @@ class TaskParams:
             raise ValueError(f"max_submits={self.max_submits} must be >= 1")
         if self.reclaim_jitter_s < 0:
             raise ValueError(f"reclaim_jitter_s={self.reclaim_jitter_s} must be >= 0")
+        if not self.request_timeout_s > 0:
+            raise ValueError(f"request_timeout_s={self.request_timeout_s} must be > 0")
         if self.claim_stagger_s < 0:
             raise ValueError(f"claim_stagger_s={self.claim_stagger_s} must be >= 0")
         if self.retain_s < 0:
@@ -877,17 +883,41 @@ class TaskCore:
         for request in list(self._requests.values()):
             if request.deadline > now:
                 continue
-            if request.submits < self.params.max_submits:
-                actions.append(self._issue(request, now))
-            else:
-                history = "; ".join(
-                    f"submission {i}: {note}"
-                    for i, note in enumerate(request.notes, start=1)
-                )
-                reason = f"model {request.model}: {history}"
-
-                actions.append(self._fail(request, reason, now))
+            actions += self._request_expired(request, now)
         return actions
+
+    def _request_expired(self, request: _Request, now: float) -> list[Action]:
+        """Extend, resubmit or fail a request whose deadline passed."""
+        elapsed = now - request.first_submitted_at
+        if elapsed < self.params.request_timeout_s and self._claims_pending(request):
+            # Providers reacted and consensus has not decided yet: a new
+            # submission would only add load to a mesh that is already slow.
+            request.deadline = now + self.params.claim_timeout_s
+            return []
+        if (
+            elapsed < self.params.request_timeout_s
+            and request.submits < self.params.max_submits
+        ):
+            return [self._issue(request, now)]
+        history = "; ".join(
+            f"submission {i}: {note}" for i, note in enumerate(request.notes, start=1)
+        )
+        if elapsed >= self.params.request_timeout_s:
+            history += f"; gave up after {elapsed:.1f} s"
+        return [self._fail(request, f"model {request.model}: {history}", now)]
+
+    def _claims_pending(self, request: _Request) -> bool:
+        if request.state != "waiting-claim" or not request.task_ids:
+            return False
+        task = self._tasks.get(request.task_ids[-1])
+        if task is None:
+            return False
+        for round_, authors in task.claimants.items():
+            if round_ not in task.accepted and not authors <= task.rejected.get(
+                round_, set()
+            ):
+                return True
+        return False
 
     def next_deadline(self) -> float:
         """Return the earliest time at which `on_tick` has work, or inf."""

@@ -55,6 +55,9 @@ from node.client import ApiCallError, ApiClient, DaemonNotRunning, read_runtime
 
 MODEL_NAME: Final = "digits"
 ACCURACY_FLOOR: Final = 0.90
+# Time for every node to decide its backlog before the accepted sets are
+# compared.
+CONSISTENCY_TIMEOUT_S: Final = 120.0
 Progress = Callable[[str], None]
 
 
@@ -859,20 +862,24 @@ def _saturate(
 def _check_consistency(
     daemons: list[Daemon], report: TestnetReport, progress: Progress
 ) -> None:
-    # Decisions reach the nodes a moment apart, so the digests are compared
-    # until they agree or the time limit passes.
-    deadline = time.monotonic() + 30.0
+    # Decisions reach the nodes a moment apart, and a loaded mesh may still be
+    # deciding, so the digests are compared once no node has undecided
+    # vertices, or when the time limit passes.
+    deadline = time.monotonic() + CONSISTENCY_TIMEOUT_S
     while True:
+        processing = [
+            d.api.get("/status").get("dag", {}).get("processing", 0) for d in daemons
+        ]
         digests = [d.api.get("/dag/accepted-digest") for d in daemons]
         report.accepted_vertices = [doc["count"] for doc in digests]
         same = len({doc["digest"] for doc in digests}) == 1
-        if same or time.monotonic() > deadline:
+        if (same and not any(processing)) or time.monotonic() > deadline:
             break
         time.sleep(0.25)
     report.checks["every node holds the same accepted vertices"] = same
     progress(
         f"accepted vertices per node {report.accepted_vertices}, "
-        f"{'identical' if same else 'DIFFERENT'}"
+        f"{'identical' if same else 'DIFFERENT'}; undecided {processing}"
     )
 
 

@@ -499,6 +499,7 @@ def test_parse_result_needs_outputs_or_error():
         ({"max_submits": 0}, "max_submits"),
         ({"reclaim_jitter_s": -0.1}, "reclaim_jitter_s"),
         ({"claim_stagger_s": -1.0}, "claim_stagger_s"),
+        ({"request_timeout_s": 0.0}, "request_timeout_s"),
         ({"max_tracked": 0}, "max_tracked"),
     ],
 )
@@ -608,3 +609,33 @@ def test_submit_carries_provider_order():
     assert issue.spec.providers == ("p2", "p1")
     body = _roundtrip(task_payload(issue.spec))
     assert parse_task(body).providers == ("p2", "p1")
+
+
+def test_undecided_claims_extend_wait_not_resubmit():
+    core = TaskCore(PARAMS, random.Random(3), _author("me"))
+    (issue,) = core.submit("digits", HASH, (1.0,), 0.0)
+    task_id = b"t" * 32
+    core.on_task_issued(issue.ref, task_id, 0.0)
+    core.on_claim(task_id, 0, _author("p"), ADMITTED, 0.1)
+    assert core.on_tick(PARAMS.claim_timeout_s) == []
+    assert core.next_deadline() == 2 * PARAMS.claim_timeout_s
+    # Once every claim seen is rejected, the request is submitted again.
+    core.on_claim(task_id, 0, _author("p"), REJECTED, 2.5)
+    (again,) = core.on_tick(2 * PARAMS.claim_timeout_s)
+    assert isinstance(again, IssueTask)
+
+
+def test_request_timeout_bounds_waiting():
+    params = TaskParams(claim_timeout_s=2.0, request_timeout_s=7.0)
+    core = TaskCore(params, random.Random(3), _author("me"))
+    (issue,) = core.submit("digits", HASH, (1.0,), 0.0)
+    task_id = b"t" * 32
+    core.on_task_issued(issue.ref, task_id, 0.0)
+    core.on_claim(task_id, 0, _author("p"), ADMITTED, 0.1)
+    actions = []
+    for now in (2.0, 4.0, 6.0, 8.0):
+        actions += core.on_tick(now)
+    (failed,) = actions
+    assert isinstance(failed, TaskFailed)
+    assert failed.reason.endswith("gave up after 8.0 s")
+    assert failed.failed_at == 8.0
