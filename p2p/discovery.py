@@ -14,8 +14,8 @@ py-libp2p 0.8.1's ``KadDHT`` is used in server mode with these changes:
   py-libp2p adds peers only from its own lookups and adds any peer that opens a
   DHT stream, so client-mode peers entered servers' tables.
 - Provider records live in :class:`ProviderRecords`, a sans-IO table with a
-  short TTL, instead of py-libp2p's 48 h store; records learned from lookups are
-  not cached locally, so a lookup never returns a copy older than one TTL.
+  short TTL, instead of py-libp2p's 48 h store. Records learned from lookups
+  are not cached locally, so a lookup never returns a copy older than one TTL.
 - ``find_providers`` queries the peers closest to the key, accepts a provider
   only with a valid signed peer record for that same peer id, takes the
   addresses from that record, and returns each provider once.
@@ -177,11 +177,11 @@ class ProviderInfo:
 class ProviderRecords:
     """Provider records with a TTL, driven by an explicit clock.
 
-    Invariants: a key maps to at most ``max_per_key`` providers and the table
-    contains at most ``max_keys`` keys; ``get`` never returns a record whose last
-    ``add`` is ``ttl`` or more seconds before ``now``. A full key keeps its
-    current providers and ignores new ones until some expire, as the
-    Kademlia provider limit of k per key does.
+    Invariants: a key maps to at most ``max_per_key`` providers, and the
+    table contains at most ``max_keys`` keys. ``get`` never returns a record
+    whose last ``add`` is ``ttl`` or more seconds before ``now``. A full key
+    keeps its current providers and ignores new ones until some expire, as
+    the Kademlia limit of k providers per key does.
     """
 
     def __init__(self, ttl: float, max_per_key: int = 20, max_keys: int = 10_000):

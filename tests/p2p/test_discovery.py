@@ -211,6 +211,35 @@ async def test_server_peer_enters_table_on_connect() -> None:
         assert found[0].addrs
 
 
+async def test_bootstrap_skips_dead_address() -> None:
+    listen = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
+    hosts = [new_host(key_pair=create_new_key_pair()) for _ in range(2)]
+    params = DiscoveryParams(
+        network="net1", bootstrap_attempts=2, bootstrap_backoff=0.05
+    )
+    async with (
+        hosts[0].run(listen),
+        hosts[1].run(listen),
+        open_discovery(hosts[0], params) as first,
+        open_discovery(hosts[1], params) as second,
+    ):
+        # A port that nothing listens on: bound once, then closed.
+        probe = trio.socket.socket()
+        await probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+        probe.close()
+        dead_id = ID.from_pubkey(create_new_key_pair().public_key)
+        dead = f"/ip4/127.0.0.1/tcp/{dead_port}/p2p/{dead_id}"
+        live = str(hosts[1].get_addrs()[0])
+        with trio.fail_after(30):
+            assert await first.bootstrap([dead, live]) == 1
+        assert first.routing_table_peers() == [second.peer_id]
+        with pytest.raises(DiscoveryError, match="no bootstrap peer reachable"):
+            await first.bootstrap([dead])
+        with pytest.raises(DiscoveryError, match="invalid bootstrap address"):
+            await first.bootstrap(["/ip4/127.0.0.1/tcp/1"])
+
+
 # ------------------------------------------------- separate node processes
 
 
