@@ -181,6 +181,13 @@ class ConsensusSettings(_Section):
     concurrent_repolls: int = _setting(
         4, "polls kept in flight while vertices are processing", lo=1, hi=1000
     )
+    min_voters: int = _setting(
+        4,
+        "voting peers this node dials towards, learned from its peers; at least 2 "
+        "lets a poll break a tie between two preferences",
+        lo=1,
+        hi=1000,
+    )
     max_parents: int = _setting(
         8, "maximum parents a new vertex names (admission allows 16)", lo=1, hi=16
     )

@@ -15,6 +15,7 @@ import re
 from typing import TYPE_CHECKING, Any, Final
 
 from node.api import ApiError, ApiRequest
+from node.peering import _peer_addrs
 
 if TYPE_CHECKING:
     from node.runtime import Node
@@ -111,14 +112,3 @@ def _parse_id(text: str) -> bytes:
     if len(raw) != 32:
         raise ApiError(400, f"vertex id {text!r} must be 64 hexadecimal digits")
     return raw
-
-
-def _peer_addrs(node: Node, peer: str) -> list[str]:
-    from libp2p.peer.id import ID
-    from libp2p.peer.peerstore import PeerStoreError
-
-    try:
-        addrs = node.p2p.host.get_peerstore().addrs(ID.from_base58(peer))
-    except PeerStoreError:
-        return []
-    return sorted(str(addr) for addr in addrs)

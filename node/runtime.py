@@ -264,9 +264,11 @@ async def open_node(config: Config) -> AsyncIterator[Node]:
 
 async def _start(node: Node, shutdown: trio.Event) -> None:
     from node import routes
+    from node.peering import PeerExchange
 
     config = node.config
     await node.dag.start()
+    PeerExchange(node).start()
     routes.install(node)
     node.api_address = await node.nursery.start(
         serve_http, node.api, config.api.listen, "api", shutdown

@@ -38,13 +38,16 @@ async def _mesh(tmp_path, count, *, names=None):
 
 
 async def _connected(nodes, timeout=20.0):
-    """Wait until every node counts every other node as a voter."""
+    """Wait until the first node votes with every other node, and they with it.
+
+    Every node bootstraps from the first; whether the others also connect to
+    each other is up to peer discovery, and consensus does not need it.
+    """
+    first, rest = nodes[0], nodes[1:]
     with trio.fail_after(timeout):
         while True:
-            ready = all(
-                {other.peer_id for other in nodes if other is not node}
-                <= node.dag._peers
-                for node in nodes
+            ready = {node.peer_id for node in rest} <= first.dag.voters() and all(
+                first.peer_id in node.dag.voters() for node in rest
             )
             if ready:
                 return
@@ -77,10 +80,14 @@ async def test_conflicting_vertices_one_wins_on_all_nodes(tmp_path):
     async with _mesh(tmp_path, 3) as nodes:
         key = b"model-name:digits"
         ids = []
+        follow_ups = []
         async with trio.open_nursery() as nursery:
 
             async def issue(node, text):
                 ids.append(await node.issue_vertex("claim", {"by": text}, [key]))
+                # Issued while the claims are undecided, so a loser's next
+                # vertex must not inherit the rejection through its parents.
+                follow_ups.append(await node.issue_vertex("note", {"after": text}))
 
             for index, node in enumerate(nodes):
                 nursery.start_soon(issue, node, f"node{index}")
@@ -91,6 +98,9 @@ async def test_conflicting_vertices_one_wins_on_all_nodes(tmp_path):
             for vertex_id in ids:
                 statuses.append(await node.wait_decided(vertex_id, 30))
             outcomes.append(statuses)
+        for node in nodes:
+            for vertex_id in follow_ups:
+                assert await node.wait_decided(vertex_id, 30) == "accepted"
 
     assert len(ids) == 3
     assert outcomes[0].count("accepted") == 1
@@ -260,3 +270,15 @@ async def test_nodes_of_different_networks_never_vote(tmp_path):
         assert first.dag.voters() == frozenset()
         assert second.dag.voters() == frozenset()
         assert "/synaptic-mesh/beta/vertices/1" in second.status()["topics"]
+
+
+async def test_peer_exchange_connects_leaves_of_a_star(tmp_path):
+    # Every node bootstraps from the first one; the exchange must give each
+    # leaf the other leaves as voters, so that no poll population is just a
+    # leaf and the hub.
+    async with _mesh(tmp_path, 4) as nodes:
+        with trio.fail_after(30):
+            while not all(len(node.dag.voters()) == 3 for node in nodes):
+                await trio.sleep(0.05)
+        leaf = nodes[3]
+        assert {nodes[1].peer_id, nodes[2].peer_id} <= leaf.dag.voters()
