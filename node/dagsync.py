@@ -71,6 +71,8 @@ class DagSync:
         self._waiters: dict[bytes, set[trio.Event]] = {}
         self._admitted_events: dict[bytes, trio.Event] = {}
         self._peers: frozenset[str] = frozenset()
+        # Accepted vertices without an accepted child yet, oldest first.
+        self._accepted_tips: dict[bytes, None] = {}
         # Stored vertices that waited for room in a full engine, oldest first.
         self._deferred: deque[Any] = deque()
 
@@ -120,7 +122,7 @@ class DagSync:
                 f"cannot issue {payload_type} vertex: {limit} vertices are undecided "
                 "(consensus.max_processing); retry after some are decided"
             )
-        parents = tuple(self.engine.frontier()) or self._stored_tips()
+        parents = self._parents_for_new_vertex()
         try:
             vertex = create_vertex(
                 self.node.signing_key,
@@ -143,10 +145,15 @@ class DagSync:
         await self._publish(codec.encode_vertex(vertex))
         return vertex.id
 
-    def _stored_tips(self) -> tuple[bytes, ...]:
-        # After a restart the engine has no accepted vertices, so a new
-        # vertex names the most recent accepted ones instead of only the genesis.
+    def _parents_for_new_vertex(self) -> tuple[bytes, ...]:
+        # Only accepted vertices become parents. Rejection flows to every
+        # descendant, so naming an undecided vertex (say a task claim that
+        # later loses its conflict set) would doom an unrelated new vertex;
+        # this node does not re-issue rejected vertices as avalanchego does.
         limit = self.engine.params.max_parents
+        if self._accepted_tips:
+            return tuple(list(self._accepted_tips)[-limit:])
+        # After a restart: the most recent accepted vertices in the store.
         recent = [
             v.id for v in self.store.tail(limit) if self.status_of(v.id) == "accepted"
         ]
@@ -509,8 +516,19 @@ class DagSync:
                 for event in self._waiters.pop(vertex_id, ()):
                     event.set()
                 vertex = self.store.get(vertex_id)
-                if vertex is not None:
-                    self.node._notify(vertex, status)
+                if vertex is None:
+                    continue
+                if status == "accepted":
+                    self._add_accepted_tip(vertex)
+                self.node._notify(vertex, status)
+
+    def _add_accepted_tip(self, vertex: Any) -> None:
+        for parent in vertex.parents:
+            self._accepted_tips.pop(parent, None)
+        self._accepted_tips[vertex.id] = None
+        # Tips that stay childless for long (quiet authors) age out.
+        while len(self._accepted_tips) > 4 * self.engine.params.max_parents:
+            del self._accepted_tips[next(iter(self._accepted_tips))]
 
     def _rejected(self, action: Any) -> None:
         reason = str(action.reason)
