@@ -40,8 +40,10 @@ from __future__ import annotations
 import logging
 import re
 import socket
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -89,6 +91,9 @@ _MUXERS: dict[str, tuple[TProtocol, Any]] = {
 # in SYN state instead of being refused.
 _LISTEN_BACKLOG = 128
 _MAX_READ_BYTES = 65536
+# The sockets one `_MeshSwarm._dial_addresses` attempt opened, collected by
+# `_Tcp.dial` in the same task.
+_DIALED: ContextVar[list[_CappedTcpStream] | None] = ContextVar("_DIALED", default=None)
 
 
 def mesh_protocol_id(network: str, name: str, version: str = "1.0.0") -> str:
@@ -209,6 +214,15 @@ class _CappedTcpStream(TrioTCPStream):
             n = _MAX_READ_BYTES
         return await super().read(n)
 
+    @property
+    def is_open(self) -> bool:
+        """True until the socket's file descriptor is closed."""
+        return self.stream.socket.fileno() != -1
+
+    def close_now(self) -> None:
+        """Close the socket without awaiting, so it works while cancelled."""
+        self.stream.socket.close()
+
 
 class _TcpListener(IListener):
     """A TCP listener that binds without `SO_REUSEPORT`.
@@ -222,10 +236,11 @@ class _TcpListener(IListener):
     def __init__(
         self,
         handler: Callable[[TrioTCPStream], Awaitable[None]],
-        errors: dict[str, OSError],
+        transport: _Tcp,
     ) -> None:
         self._handler = handler
-        self._errors = errors
+        self._errors = transport.listen_errors
+        self._streams = transport.streams
         self.background_nursery: trio.Nursery | None = None
         self._sockets: list[trio.SocketListener] = []
         self._scopes: list[trio.CancelScope] = []
@@ -261,8 +276,10 @@ class _TcpListener(IListener):
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         # One raw connection's failure must never reach the swarm's nursery.
+        capped = _CappedTcpStream(stream)
+        self._streams.add(capped)
         try:
-            await self._handler(_CappedTcpStream(stream))
+            await self._handler(capped)
         except Exception:
             logger.warning("inbound connection handler failed", exc_info=True)
             await trio.aclose_forcefully(stream)
@@ -284,14 +301,29 @@ class _Tcp(TCP):
     def __init__(self) -> None:
         super().__init__()
         self.listen_errors: dict[str, OSError] = {}
+        # Every socket this transport opened or accepted, so run_host can
+        # close those py-libp2p leaves open (see _MeshSwarm._dial_addresses).
+        self.streams: weakref.WeakSet[_CappedTcpStream] = weakref.WeakSet()
 
     def create_listener(self, handler_function: Any) -> Any:
-        return _TcpListener(handler_function, self.listen_errors)
+        return _TcpListener(handler_function, self)
 
     async def dial(self, maddr: multiaddr.Multiaddr) -> Any:
         raw_conn = await super().dial(maddr)
-        raw_conn.stream = _CappedTcpStream(raw_conn.stream.stream)
+        capped = _CappedTcpStream(raw_conn.stream.stream)
+        raw_conn.stream = capped
+        self.streams.add(capped)
+        sink = _DIALED.get()
+        if sink is not None:
+            sink.append(capped)
         return raw_conn
+
+    def close_leftovers(self) -> int:
+        """Close every tracked socket still open; return how many there were."""
+        leftovers = [s for s in list(self.streams) if s.is_open]
+        for stream in leftovers:
+            stream.close_now()
+        return len(leftovers)
 
 
 class _BanCheckingUpgrader(TransportUpgrader):
@@ -390,6 +422,8 @@ class _MeshSwarm(Swarm):
             raise SwarmException(f"no dialable TCP address for peer {peer_id}")
         errors: list[str] = []
         for addr in dialable:
+            dialed: list[_CappedTcpStream] = []
+            token = _DIALED.set(dialed)
             try:
                 # NOTE: `_dial_addr_single_attempt` is private to py-libp2p
                 # 0.8.1; it opens the socket and runs the Noise and muxer
@@ -397,6 +431,15 @@ class _MeshSwarm(Swarm):
                 return await self._dial_addr_single_attempt(addr, peer_id)
             except SwarmException as error:
                 errors.append(f"{addr}: {error.__cause__ or error}")
+                _close_all(dialed)
+            except BaseException:
+                # py-libp2p's cleanup awaits before it closes the socket, so a
+                # dial cancelled mid-upgrade (a Pubsub task stopping, a caller's
+                # timeout) left the socket and the peer's connection open.
+                _close_all(dialed)
+                raise
+            finally:
+                _DIALED.reset(token)
         raise SwarmException(f"dial to {peer_id} failed: {'; '.join(errors)}")
 
     def set_stream_handler(self, stream_handler: Any) -> None:
@@ -452,11 +495,17 @@ class _MeshSwarm(Swarm):
         except Exception as error:
             reason = str(error.__cause__ or error) or type(error).__name__
             self.guard.on_inbound_rejected(remote, reason)
-            await _close_quietly(read_write_closer)
+            _close_all([read_write_closer])
             return
+        except BaseException:
+            _close_all([read_write_closer])
+            raise
         # Returning releases this connection's inbound slot; the SwarmConn
         # itself runs in the swarm's nursery.
-        await muxed_conn.event_closed.wait()
+        try:
+            await muxed_conn.event_closed.wait()
+        finally:
+            _close_all([read_write_closer])
 
 
 def _contain_stream(handler: Any) -> Any:
@@ -497,6 +546,12 @@ def _peer_of(muxed_conn: Any) -> str:
         return muxed_conn.peer_id.to_base58()
     except Exception:
         return "unknown"
+
+
+def _close_all(streams: list[Any]) -> None:
+    for stream in streams:
+        if isinstance(stream, _CappedTcpStream) and stream.is_open:
+            stream.close_now()
 
 
 async def _close_quietly(read_write_closer: Any) -> None:
@@ -617,6 +672,7 @@ async def run_host(host: MeshHost, config: HostConfig) -> AsyncIterator[MeshHost
                     logger.info("host stopping peer_id=%s", host.get_id())
                     with trio.CancelScope(shield=True):
                         await host.close()
+                    _close_leftovers(swarm)
             else:
                 with trio.CancelScope(shield=True):
                     await host.close()
@@ -640,6 +696,14 @@ def collapse_single_errors() -> Iterator[None]:
         if leaf is group:
             raise
         raise leaf from None
+
+
+def _close_leftovers(swarm: Swarm) -> None:
+    for transport in swarm.transport_manager.get_transports():
+        if isinstance(transport, _Tcp):
+            count = transport.close_leftovers()
+            if count:
+                logger.info("closed sockets left open at stop count=%d", count)
 
 
 def _listen_failure(

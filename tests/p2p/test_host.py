@@ -260,3 +260,17 @@ async def test_stock_listener_cannot_share_our_port(tmp_path):
         stock = new_host(key_pair=create_new_key_pair(), listen_addrs=listen)
         async with stock.run(listen):
             assert stock.get_addrs() == []
+
+
+@pytest.mark.slow
+async def test_churn_leaves_no_open_connection(tmp_path):
+    # Dials cancelled mid-upgrade (Pubsub's peer retry when the dialer shuts
+    # down) used to leave the socket open, so the hub kept the connection.
+    async with open_service(_config(tmp_path, "hub")) as hub:
+        async with open_service(_config(tmp_path, "churner")) as churner:
+            for _ in range(30):
+                await churner.connect(hub.listen_addrs[0])
+                await churner.disconnect(hub.peer_id)
+        with trio.fail_after(10):
+            while hub.host.get_network().get_connections():
+                await trio.sleep(0.05)
