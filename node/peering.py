@@ -7,10 +7,11 @@ two prefer different members of a conflict set, every poll splits one to one
 and neither ever moves. Nodes that all bootstrap from one node form such a
 star unless something connects the leaves.
 
-The p2p layer deliberately does not connect every node to every other (that
-would multiply gossip copies), so this service does it only up to a target:
-while a node has fewer than ``consensus.min_voters`` voters, it asks a random
-voter for the voters it knows, over request/response, and dials some of them.
+The p2p layer deliberately does not connect every node to every other, because
+that would multiply gossip copies. This service connects nodes only up to a
+target. While a node has fewer than ``consensus.min_voters`` voters, it
+requests the voter list of a random voter over request/response and dials
+some of those peers.
 A node whose listen addresses are all loopback dials only loopback addresses,
 so addresses that a peer reports never make a local testnet reach outside
 the machine.
