@@ -3,9 +3,9 @@
 Runs ``node.testnet.run_testnet`` on 5 and 10 daemons (separate processes on
 127.0.0.1) and writes the figures to the ``testnet`` section of
 docs/benchmarks.md. The anchor, measured in the same run, is the same model
-run in this process on one row at a time: the mesh's task latency is reported
-as a multiple of it, which is the cost of signing, gossip, consensus on the
-claim and the result vertex around one forward pass.
+run in this process on one row at a time. The mesh's task latency is reported
+as a multiple of it: the cost of signing, gossip, consensus on the claim and
+the result vertex around one forward pass.
 
 Targets on the development machine: vertex finality p99 under 1 s on 10
 nodes, task latency p99 under 2 s, resident memory under 150 MB per idle node.
@@ -75,9 +75,10 @@ def render(reports: list[TestnetReport], anchor: dict[str, float], args) -> str:
             f"({platform.python_implementation()} {platform.python_version()}), "
             f"{args.tasks} digits test rows as tasks ({args.concurrency} in flight), "
             f"then {args.saturation_tasks} tasks with {args.saturation_concurrency} "
-            "in flight for the saturation rate. Quantiles are nearest-rank over all "
-            "tasks; finality is measured on every node for the vertices it issued "
-            "(tasks, claims, results, registrations), from issue to acceptance."
+            "in flight for the saturation rate. Quantiles are nearest-rank over the "
+            "tasks of the first phase. Finality is measured on every node for the "
+            "vertices it signed (tasks, claims, results, registrations), from "
+            "signing to acceptance, up to the end of the first phase."
         ),
         "",
         (

@@ -196,7 +196,7 @@ def params_from_env(env: Mapping[str, str] = os.environ) -> ServiceParams:
 
 @dataclass(slots=True)
 class _Pending:
-    """A request of this node as the API sees it."""
+    """A request of this node, with the stage times the API reports."""
 
     ref: int
     model: str

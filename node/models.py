@@ -357,7 +357,7 @@ class NameRegistry:
 
 
 async def serve_chunk(store: ModelStore, request: Any) -> dict[str, Any]:
-    """Answer one ``model-fetch`` request: a chunk of a stored model.
+    """Serve one ``model-fetch`` request with a chunk of a stored model.
 
     The request is ``{"hash": str, "offset": int}``; the reply is
     ``{"data": bytes, "total": int}`` or ``{"error": str}``.

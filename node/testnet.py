@@ -148,7 +148,7 @@ class Daemon:
         self.exit_code: int | None = None
 
     def launch(self, bootstrap: Sequence[str], env: dict[str, str]) -> None:
-        """Start the process; `wait_started` waits until its API answers."""
+        """Start the process; `wait_started` waits until its API responds."""
         command = [
             sys.executable,
             "-m",
@@ -178,7 +178,7 @@ class Daemon:
             )
 
     def wait_started(self, deadline: float) -> None:
-        """Wait until the daemon wrote ``runtime.json`` and its API answers.
+        """Wait until the daemon wrote ``runtime.json`` and its API responds.
 
         Raises:
             NodeError: the process exited, or `deadline` (monotonic) passed.
@@ -601,11 +601,13 @@ def _run(
     _add_model(daemons, providers, model_path, params, report, progress)
 
     _run_tasks(daemons, data, text, params, report, progress)
+    # Finality is sampled before the saturation phase, whose queues would
+    # measure the backlog rather than consensus.
+    for daemon in daemons:
+        report.finality_s += daemon.api.get("/tasks").get("finality_s", [])
     if params.saturation_tasks:
         _saturate(daemons, data, params, report, progress)
     report.rss_busy_mb = [round((d.rss_bytes() or 0) / 2**20, 1) for d in daemons]
-    for daemon in daemons:
-        report.finality_s += daemon.api.get("/tasks").get("finality_s", [])
     _check_consistency(daemons, report, progress)
 
 
@@ -735,8 +737,8 @@ def _submit(daemon: Daemon, row: list[float], timeout: float) -> tuple[dict, flo
     started = time.monotonic()
     client = ApiClient.from_data_dir(daemon.data_dir, timeout=timeout + 10)
     reply = None
-    # A provider's DHT record can lag its registration by a moment; a lookup
-    # that finds nobody is retried a bounded number of times.
+    # A provider's DHT record can lag its registration by a moment, so a
+    # lookup that finds no provider is retried a bounded number of times.
     for attempt in range(5):
         try:
             reply = client.post(
