@@ -74,8 +74,8 @@ from node.models import (
 )
 from node.tasks import (
     ACCEPTED,
-    REJECTED,
     CLAIM_TYPE,
+    REJECTED,
     RESULT_TYPE,
     TASK_TYPE,
     IssueClaim,
@@ -111,6 +111,8 @@ MAX_FINISHED_REQUESTS: Final = 1000
 # provider record lifetime (90 s in p2p.discovery), so a burst of requests
 # costs one lookup. A failed request drops the entry.
 PROVIDERS_CACHE_S: Final = 30.0
+# Background lookups refresh the cache before it expires.
+PROVIDERS_REFRESH_S: Final = 20.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +242,8 @@ class InferenceService:
         # Model hash -> time until which a past lookup vouches for providers.
         self._providers_known: dict[str, tuple[float, tuple[str, ...]]] = {}
         self._lookup_failures: deque[str] = deque(maxlen=20)
+        self._lookup_s: deque[float] = deque(maxlen=MAX_FINALITY_SAMPLES)
+        self._names_changed = trio.Event()
         self._registering: set[str] = set()
         self._rejected_payloads = 0
         for info in self.store.list():
@@ -336,6 +340,7 @@ class InferenceService:
             return
         self.registry.on_registration(vertex.id, info, status)
         if status == ACCEPTED:
+            self._names_changed.set()
             log.info(
                 "model name registered name=%s hash=%s author=%s",
                 info.name,
@@ -492,12 +497,40 @@ class InferenceService:
         raise ApiError(404, f"model {name!r} is not registered on the mesh")
 
     async def find_providers(self, name: str, model_hash: str) -> list[Any]:
-        """Return providers of the model from the DHT, connecting to them."""
+        """Return providers of the model from the DHT and cache their peer ids."""
+        started = trio.current_time()
         service = provider_service(name, model_hash)
-        providers = await self.node.p2p.discovery.find_providers(
-            service, self.params.lookup_timeout_s
+        providers = list(
+            await self.node.p2p.discovery.find_providers(
+                service, self.params.lookup_timeout_s
+            )
         )
-        return list(providers)
+        now = trio.current_time()
+        self._lookup_s.append(now - started)
+        if providers:
+            peers = tuple(_peer_id_of(p) for p in providers)
+            self._providers_known[model_hash] = (now + PROVIDERS_CACHE_S, peers)
+        return providers
+
+    async def lookup_loop(self) -> None:
+        """Keep the providers of every registered model looked up.
+
+        A request then finds its providers in the cache instead of waiting
+        for a DHT walk, which takes seconds on a loaded 10-node mesh.
+        """
+        while True:
+            for name, info in sorted(self.registry.names().items()):
+                if self.store.has(info.model_hash):
+                    continue
+                try:
+                    await self.find_providers(name, info.model_hash)
+                except trio.Cancelled:
+                    raise
+                except Exception as error:
+                    log.warning("provider lookup failed name=%s error=%s", name, error)
+            with trio.move_on_after(PROVIDERS_REFRESH_S):
+                await self._names_changed.wait()
+            self._names_changed = trio.Event()
 
     async def submit(self, name: str, inputs: list[Any]) -> _Pending:
         """Start a request for `inputs` on model `name`; return its record."""
@@ -525,7 +558,6 @@ class InferenceService:
                 log.warning("task not submitted model=%s reason=%s", name, reason)
                 raise ApiError(503, reason)
             peers = tuple(_peer_id_of(p) for p in providers)
-            self._providers_known[model_hash] = (started + PROVIDERS_CACHE_S, peers)
         # A random order spreads the tasks over the providers; the first one
         # listed claims at once and the others stand by.
         order = list(peers)
@@ -595,6 +627,7 @@ class InferenceService:
             "finality_p50_s": _percentile(samples, 0.50),
             "finality_p99_s": _percentile(samples, 0.99),
             "finality_s": [round(s, 6) for s in samples[-2000:]],
+            "lookup_s": [round(s, 6) for s in self._lookup_s],
         }
 
     # --- models -----------------------------------------------------------
@@ -791,6 +824,7 @@ def install(node: Node, params: ServiceParams | None = None) -> InferenceService
         log.warning("request/response unavailable; models cannot be sent to peers")
     node.start_service("tasks", service.run)
     node.start_service("models", service.advertise_loop)
+    node.start_service("provider-lookups", service.lookup_loop)
     _install_routes(node, service)
     _extend_status(node, service)
     return service

@@ -604,7 +604,9 @@ def _run(
     # Finality is sampled before the saturation phase, whose queues would
     # measure the backlog rather than consensus.
     for daemon in daemons:
-        report.finality_s += daemon.api.get("/tasks").get("finality_s", [])
+        stats = daemon.api.get("/tasks")
+        report.finality_s += stats.get("finality_s", [])
+        report.lookup_s += stats.get("lookup_s", [])
     if params.saturation_tasks:
         _saturate(daemons, data, params, report, progress)
     report.rss_busy_mb = [round((d.rss_bytes() or 0) / 2**20, 1) for d in daemons]
@@ -798,9 +800,6 @@ def _run_tasks(
                 continue
             report.tasks_completed += 1
             report.task_latency_s.append(latency)
-            lookup = reply.get("stages", {}).get("lookup_s")
-            if lookup is not None:
-                report.lookup_s.append(lookup)
             outputs = reply["outputs"]
             expected = local_net.run(
                 np.asarray(data.test_inputs[row], dtype=np.float64)
