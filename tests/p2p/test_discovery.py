@@ -176,7 +176,7 @@ async def test_client_mode_peer_not_in_table() -> None:
             await client_host.connect(info_from_p2p_addr(server_host.get_addrs()[0]))
             # The client's lookup opens a DHT stream to the server, which is
             # how py-libp2p let client-mode peers into servers' tables.
-            with trio.fail_after(10):
+            with trio.fail_after(30):
                 await client.peer_routing.find_closest_peers_network(
                     b"\x12\x20" + b"a" * 32
                 )
@@ -200,7 +200,7 @@ async def test_server_peer_enters_table_on_connect() -> None:
         open_discovery(hosts[1], params) as second,
     ):
         await hosts[0].connect(info_from_p2p_addr(hosts[1].get_addrs()[0]))
-        with trio.fail_after(10):
+        with trio.fail_after(30):
             while not (first.routing_table_peers() and second.routing_table_peers()):
                 await trio.sleep(0.02)
         assert first.routing_table_peers() == [second.peer_id]
