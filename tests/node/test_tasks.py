@@ -97,7 +97,7 @@ class _Mesh:
             self.claims.append((action.task_id, action.round, author))
             key = claim_conflict_key(action.task_id, action.round)
             if key in self.winners:
-                return  # loses its conflict set: rejected, nobody acts on it
+                return  # loses its conflict set: rejected, so no core acts on it
             self.winners[key] = author
             for other, other_core in self.live():
                 self.perform(

@@ -21,8 +21,8 @@ pytestmark = pytest.mark.slow
 
 INPUT = [0.25, 0.5, 0.75]
 # Short deadlines so that the re-claim after a killed provider happens within
-# a few seconds; the delay holds a claimed task open long enough to kill its
-# provider before it answers.
+# a few seconds. The delay keeps a claimed task open long enough to kill its
+# provider before it publishes a result.
 FAULT_ENV = {
     "SYNAPTIC_MESH_TASKS_RUN_TIMEOUT_S": "2.0",
     "SYNAPTIC_MESH_TASKS_CLAIM_TIMEOUT_S": "8.0",
@@ -216,7 +216,7 @@ def test_unservable_task_fails_with_reason(tmp_path, mesh_of):
     provider.kill()
 
     # The DHT may still list the dead provider (then the task is submitted
-    # and nobody claims it) or no longer list it (then nothing is submitted).
+    # and no provider claims it) or no longer list it (then nothing is submitted).
     try:
         reply = _client(requester).post(
             "/infer", {"model": "tiny", "inputs": INPUT, "timeout": 30}
