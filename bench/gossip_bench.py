@@ -307,7 +307,7 @@ def run_size(size: int, args: argparse.Namespace, log_dir: Path) -> list[Cluster
             if not active:
                 break
         # Lookups run last because their dials connect the nodes completely,
-        # which would change the gossip topology; the pause lets the backlog
+        # which would change the gossip topology. The pause lets the backlog
         # of the highest rates drain first.
         time.sleep(5.0)
         for stack in STACKS:
