@@ -31,7 +31,7 @@ sync a node runs on reconnect. Honest nodes admit a vertex once its parents
 are in and fetch missing ones from the sender, as the admission layer does.
 The requests of one poll are answered in one event at the mean one-way delay,
 and the poller gets all replies in one event at the last reply's arrival time
-(see `_Simulation.send_poll`).
+(see `_Simulation.open_poll`).
 
 Metrics: finality latency is the virtual time from issue to each honest node's
 decision; a disagreement is an honest node accepting a vertex whose conflict
@@ -55,6 +55,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from operator import itemgetter
 
 from dag import DagError
 from dag.consensus import (
@@ -67,6 +68,8 @@ from dag.consensus import (
 )
 
 BYZANTINE_MODES = ("silent", "stubborn", "equivocate")
+
+_first = itemgetter(0)
 
 # Event kinds, small ints so the heap tuples compare cheaply.
 _ISSUE = 0
@@ -333,6 +336,7 @@ class _Simulation:
         self.poll_replies: dict[tuple[int, int], list] = {}
         self.partitions_on = bool(params.partitions)
         self.loss = params.loss
+        self.reliable = not self.loss and not self.partitions_on
         self.partition_side = [
             [i < n * part.fraction for i in range(n)] for part in params.partitions
         ]
@@ -386,8 +390,8 @@ class _Simulation:
         if not self.lost(src, dst, self.now):
             self.push(self.now + self.delay(), dst, kind, src, a)
 
-    def send_poll(self, node_id: int, action: SendPoll, opened: list) -> None:
-        """Send one poll request and draw the fate of its reply now.
+    def open_poll(self, node_id: int, action: SendPoll, opened: list) -> list:
+        """Return the record of the poll `action` belongs to, opening it once.
 
         The requests of one poll reach their responders in one event at the
         mean one-way delay, and the poller gets all replies in one event when
@@ -400,11 +404,14 @@ class _Simulation:
         record = self.poll_replies.get(key)
         if record is None:
             deadline = self.now + self.params.consensus.poll_timeout
-            # deadline, last reply time, replies, requests, batch
-            record = [deadline, -1.0, [], [], action.vertex_ids]
+            # deadline, last reply time, replies, requests, batch, request id
+            record = [deadline, -1.0, [], [], action.vertex_ids, action.request_id]
             self.poll_replies[key] = record
             opened.append(key)
-        peer = action.peer
+        return record
+
+    def send_request(self, node_id: int, record: list, peer: int) -> None:
+        """Send one poll request and draw the fate of its reply now."""
         if self.lost(node_id, peer, self.now):
             return
         arrive = self.now + self.delay()
@@ -418,24 +425,47 @@ class _Simulation:
                 reply_at = None
         record[3].append((peer, reply_at))
 
+    def send_request_reliable(self, record: list, peer: int) -> None:
+        """`send_request` without loss or partitions, drawing the same numbers.
+
+        This is the path of almost every message in a large run, so it does
+        the work of `lost` and `delay` inline.
+        """
+        self.messages += 2
+        latency = self.latency
+        jitter = self.jitter
+        if jitter:
+            rand = self.rng.random
+            arrive = self.now + (latency + rand() * jitter)
+            reply_at = arrive + (latency + rand() * jitter)
+        else:
+            reply_at = self.now + latency + latency
+        if reply_at < record[0]:
+            if reply_at > record[1]:
+                record[1] = reply_at
+        else:
+            reply_at = None
+        record[3].append((peer, reply_at))
+
     def answer_poll(self, poller: int, request_id: int) -> None:
         """Let every reached responder of one poll vote, now."""
         record = self.poll_replies[(poller, request_id)]
         replies = record[2]
         batch = record[4]
         now = self.now
+        byzantine = self.byzantine
+        silent = self.params.byzantine_mode == "silent"
+        nodes = self.nodes
         for peer, reply_at in record[3]:
-            if peer in self.byzantine:
-                if self.params.byzantine_mode == "silent":
+            if peer in byzantine:
+                if silent:
                     continue
                 votes = self.byzantine_votes(batch)
             else:
-                reply, *rest = self.nodes[peer].engine.on_poll(
-                    poller, request_id, batch, now
-                )
-                votes = reply.votes
-                if rest:
-                    self.perform(peer, rest)
+                out = nodes[peer].engine.on_poll(poller, request_id, batch, now)
+                votes = out[0].votes
+                if len(out) > 1:
+                    self.perform(peer, out[1:])
             if reply_at is not None:
                 replies.append((reply_at, peer, votes))
         if record[1] < 0:
@@ -444,10 +474,18 @@ class _Simulation:
 
     def perform(self, node_id: int, actions: list) -> None:
         opened: list = []
+        record = None
         for action in actions:
             kind = type(action)
             if kind is SendPoll:
-                self.send_poll(node_id, action, opened)
+                # The engine emits one poll's requests back to back, so the
+                # poll's record is looked up once, not once per peer.
+                if record is None or record[5] != action.request_id:
+                    record = self.open_poll(node_id, action, opened)
+                if self.reliable:
+                    self.send_request_reliable(record, action.peer)
+                else:
+                    self.send_request(node_id, record, action.peer)
             elif kind is Decided:
                 self.record_decisions(node_id, action)
             elif kind is FetchVertices:
@@ -670,10 +708,11 @@ class _Simulation:
             self.deliver(node_id, a, src)
         elif kind == _REPLY:
             replies = self.poll_replies.pop((node_id, a))[2]
-            replies.sort(key=lambda r: r[0])
+            replies.sort(key=_first)
             actions = []
+            on_reply = engine.on_poll_reply
             for _, peer, votes in replies:
-                actions += engine.on_poll_reply(peer, a, votes, now)
+                actions += on_reply(peer, a, votes, now)
             self.perform(node_id, actions)
         elif kind == _TICK:
             if now == node.tick_at:
