@@ -315,11 +315,13 @@ class Avalanche:
         self._fetching.pop(vertex_id, None)
         parent_objs = []
         doomed = False
+        vertices = self._vertices
+        decided = self._decided
         for pid in dict.fromkeys(parents):
-            parent = self._vertices.get(pid)
+            parent = vertices.get(pid)
             if parent is not None:
                 parent_objs.append(parent)
-            elif self._decided.get(pid) is False:
+            elif decided.get(pid) is False:
                 doomed = True
         keys = tuple(dict.fromkeys(conflict_keys)) if conflict_keys else ()
         if doomed or (keys and not self._accepted_keys.isdisjoint(keys)):
@@ -468,10 +470,15 @@ class Avalanche:
         self._seq += 1
         bit = 1 << index
         anc = bit
+        # Conflict sets below never change a parent's strong preference, so
+        # it is read in this one pass over the parents.
+        parents_sp = True
         for parent in parents:
             parent.children.append(vertex)
             if parent.state == _PROCESSING:
                 anc |= parent.anc
+            if not parent.sp:
+                parents_sp = False
         vertex.anc = anc
         self._vertices[vid] = vertex
         self._processing[vertex] = None
@@ -486,21 +493,19 @@ class Avalanche:
                 self._contested.add(cset)
                 if cset.choose():
                     self._pending_recompute = True
-        preferred = True
+        preferred = parents_sp
         for key in keys:
             if self._sets[key].pref is not vertex:
-                preferred = False
-        for parent in parents:
-            if not parent.sp:
                 preferred = False
         if preferred:
             vertex.sp = True
             self._yes.add(vid)
             self._sp_mask |= bit
+            frontier = self._frontier
             for parent in parents:
                 parent.d_children += 1
-                self._frontier.discard(parent)
-            self._frontier.add(vertex)
+                frontier.discard(parent)
+            frontier.add(vertex)
 
     def _reindex(self) -> None:
         """Renumber processing vertices densely so the masks stay small."""
