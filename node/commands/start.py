@@ -49,6 +49,9 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from node.daemon import run_daemon
+    from node.logs import route_libp2p_logging
+
+    route_libp2p_logging()
 
     data_dir = data_dir_of(args)
     overrides = {
