@@ -27,3 +27,45 @@ def test_console_script_runs():
     )
     assert result.returncode == 0
     assert "synaptic-mesh" in result.stdout
+
+
+def test_log_flags_are_accepted_after_the_subcommand():
+    from node.cli import build_parser
+
+    parser = build_parser()
+    after = parser.parse_args(
+        ["status", "--log-format", "json", "--log-level", "DEBUG"]
+    )
+    assert (after.log_format, after.log_level) == ("json", "DEBUG")
+    before = parser.parse_args(["--log-format", "json", "status"])
+    assert (before.log_format, before.log_level) == ("json", "INFO")
+    nested = parser.parse_args(["dag", "verify", "--log-level", "ERROR"])
+    assert nested.log_level == "ERROR"
+    assert parser.parse_args(["status"]).log_format == "text"
+
+
+def test_closed_stdout_pipe_exits_quietly(tmp_path):
+    import numpy as np
+
+    import neural
+
+    rows = np.zeros((20000, 2))
+    data = tmp_path / "big.data"
+    neural.write_data(neural.TrainingData(rows, np.zeros((20000, 1))), data)
+    net = tmp_path / "net.net"
+    neural.save(neural.create_standard([2, 3, 1], np.random.default_rng(1)), net)
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "node.cli", "neural", "run", str(net)]
+        + ["--data", str(data)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    # The reader goes away before the command prints, as `| head -0` would.
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    code = proc.wait(timeout=120)
+    assert "Traceback" not in stderr
+    assert "BrokenPipeError" not in stderr
+    assert code == 141
