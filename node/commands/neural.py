@@ -226,7 +226,7 @@ def _parse_layers(text: str) -> list[int]:
 
 
 def _fail(error: Exception) -> int:
-    print(f"error: {error}", file=sys.stderr)
+    print(f"synaptic-mesh: error: {error}", file=sys.stderr)
     return 1
 
 

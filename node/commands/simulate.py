@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             _pyplot()
         except DagError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"synaptic-mesh: error: {exc}", file=sys.stderr)
             return 2
     try:
         params = SimParams(
@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
         )
         params.validate()
     except DagError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"synaptic-mesh: error: {exc}", file=sys.stderr)
         return 2
     started = time.monotonic()
     result = simulate(params, args.seed, progress=_print_progress)

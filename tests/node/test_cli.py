@@ -69,3 +69,26 @@ def test_closed_stdout_pipe_exits_quietly(tmp_path):
     assert "Traceback" not in stderr
     assert "BrokenPipeError" not in stderr
     assert code == 141
+
+
+def test_neural_and_simulate_errors_use_the_common_prefix(tmp_path, capsys):
+    assert main(["neural", "run", str(tmp_path / "missing.net"), "--input", "1"]) == 1
+    assert capsys.readouterr().err.startswith("synaptic-mesh: error: ")
+    assert main(["simulate", "--nodes", "0"]) == 2
+    assert capsys.readouterr().err.startswith("synaptic-mesh: error: ")
+
+
+def test_init_and_status_on_a_file_path_give_clear_errors(tmp_path, capsys):
+    path = tmp_path / "a-file"
+    path.write_text("not a directory\n")
+    assert main(["init", "--data-dir", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("synaptic-mesh: error: ")
+    assert "is a file, not a directory" in err
+    assert main(["init", "--data-dir", str(path / "child")]) == 1
+    err = capsys.readouterr().err
+    assert "cannot create data directory" in err
+    assert main(["status", "--data-dir", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "is a file, not a directory" in err
+    assert "does not exist" not in err
