@@ -51,6 +51,11 @@ def read_runtime(data_dir: Path) -> dict[str, Any]:
         DaemonNotRunning: the data directory or the file does not exist, or
             the file is not valid JSON.
     """
+    if data_dir.exists() and not data_dir.is_dir():
+        raise DaemonNotRunning(
+            f"data directory {data_dir} is a file, not a directory; "
+            "pass --data-dir with the directory `synaptic-mesh init` created"
+        )
     if not data_dir.is_dir():
         raise DaemonNotRunning(
             f"data directory {data_dir} does not exist; "

@@ -63,6 +63,11 @@ def init_data_dir(
     from dag.store import Store
     from p2p.identity import load_or_create_identity, peer_id_of
 
+    if data_dir.exists() and not data_dir.is_dir():
+        raise NodeError(
+            f"data directory {data_dir} is a file, not a directory; "
+            "pass --data-dir with a new or existing directory"
+        )
     identity_path = data_dir / IDENTITY_FILE
     key_path = data_dir / VERTEX_KEY_FILE
     existing = [path for path in (identity_path, key_path) if path.exists()]
@@ -77,8 +82,14 @@ def init_data_dir(
     overrides = {"node.network": network}
     config = load_config(data_dir, env={}, overrides=overrides, read_file=False)
 
-    data_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(data_dir, 0o700)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(data_dir, 0o700)
+    except OSError as error:
+        # A parent that is a file or not writable: say which path failed.
+        raise NodeError(
+            f"cannot create data directory {data_dir}: {error.strerror or error}"
+        ) from None
     (data_dir / CONFIG_FILE).write_text(render_config_toml(config), encoding="utf-8")
 
     for path in existing:
