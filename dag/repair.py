@@ -51,7 +51,12 @@ class VerifyReport:
 
 @dataclass(frozen=True, slots=True)
 class RebuildReport:
-    """Result of ``rebuild``: rows kept and dropped, and where the old file went."""
+    """Result of ``rebuild``: rows kept and dropped, and where the old file went.
+
+    ``kept`` and ``accepted`` count every vertex of the new store, genesis
+    included, so they match what ``verify_file`` reports for it afterwards;
+    ``kept + dropped`` is the number of rows the old file held.
+    """
 
     path: Path
     damaged_copy: Path
@@ -222,8 +227,16 @@ _Decision = tuple[int, bytes, int, tuple[bytes, ...]]
 
 
 def _copy_rows(old: sqlite3.Connection, new: Store) -> tuple[int, int, list[_Decision]]:
-    """Copy intact rows; return kept and dropped counts and the old decisions."""
-    kept = dropped = 0
+    """Copy intact rows; return kept and dropped counts and the old decisions.
+
+    The genesis vertex counts as kept: the new store always holds it.
+    """
+    kept = 1
+    dropped = 0
+    try:
+        (total,) = old.execute("SELECT COUNT(*) FROM vertices").fetchone()
+    except sqlite3.DatabaseError:
+        total = None
     kept_ids = {new.genesis_id}
     decisions: list[_Decision] = []
     batch: list[Vertex] = []
@@ -252,13 +265,14 @@ def _copy_rows(old: sqlite3.Connection, new: Store) -> tuple[int, int, list[_Dec
     except sqlite3.DatabaseError:
         # The scan stops at the first unreadable page; later rows are lost
         # here and come back from peers.
-        pass
+        if total is not None:
+            dropped = max(dropped, total - kept)
     new.put_vertices(batch)
     return kept, dropped, decisions
 
 
 def _copy_decisions(new: Store, decisions: list[_Decision]) -> int:
-    """Re-apply old decisions in their order, skipping those no longer valid."""
+    """Re-apply old decisions, skipping invalid ones; return accepted, genesis too."""
     accepted_set = {new.genesis_id}
     accepted: list[bytes] = []
     rejected: list[bytes] = []
@@ -269,4 +283,4 @@ def _copy_decisions(new: Store, decisions: list[_Decision]) -> int:
             accepted_set.add(vertex_id)
             accepted.append(vertex_id)
     new.record_decisions(accepted, rejected)
-    return len(accepted)
+    return 1 + len(accepted)

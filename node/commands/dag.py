@@ -62,7 +62,22 @@ def _add_verify(commands) -> None:
 def run_verify(args: argparse.Namespace) -> int:
     from dag.store import StoreError, rebuild, resolve_path, verify_file
 
-    path = resolve_path(resolve_data_dir(args.data_dir, os.environ))
+    data_dir = resolve_data_dir(args.data_dir, os.environ)
+    if not data_dir.exists():
+        print(
+            f"synaptic-mesh: error: data directory {data_dir} does not exist; "
+            f"create it with `synaptic-mesh init --data-dir {data_dir}`",
+            file=sys.stderr,
+        )
+        return 2
+    path = resolve_path(data_dir)
+    if path != data_dir and not path.exists():
+        print(
+            f"synaptic-mesh: error: data directory {data_dir} has no DAG store "
+            f"({path.name} does not exist); `synaptic-mesh init` creates it",
+            file=sys.stderr,
+        )
+        return 2
     try:
         report = verify_file(path)
     except StoreError as exc:

@@ -53,7 +53,17 @@ def test_verify_json(data_dir, capsys):
 
 def test_verify_missing_store(tmp_path, capsys):
     assert _run(["dag", "verify", "--data-dir", str(tmp_path)]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"data directory {tmp_path} has no DAG store" in err
+    assert f"{DEFAULT_FILENAME} does not exist" in err
+
+
+def test_verify_missing_data_directory(tmp_path, capsys):
+    missing = tmp_path / "absent"
+    assert _run(["dag", "verify", "--data-dir", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert f"data directory {missing} does not exist" in err
+    assert "DAG store" not in err
 
 
 def test_verify_damaged_then_rebuild(data_dir, chain, capsys):
@@ -69,7 +79,11 @@ def test_verify_damaged_then_rebuild(data_dir, chain, capsys):
 
     assert _run(["dag", "verify", "--data-dir", str(data_dir), "--rebuild"]) == 0
     out = capsys.readouterr().out
-    assert "kept 7 vertices (6 accepted), dropped 3" in out
+    # 11 rows before (genesis included): 8 kept plus 3 dropped, and the
+    # check of the rebuilt store counts the same 8.
+    assert "kept 8 vertices (7 accepted), dropped 3" in out
+    assert "ok, 8 vertices" in out
+    assert "accepted=7" in out
     with Store.open(data_dir) as store:
         assert store.verify().ok
         assert store.tail(1)[0].id == chain[6].id
