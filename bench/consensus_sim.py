@@ -12,7 +12,10 @@ Three parts, each written to the ``consensus`` section of docs/benchmarks.md:
    1,000 vertices, against the 60 s target for 1,000 x 1,000.
 
 Run ``python -m bench.consensus_sim --help`` for the options; ``--quick``
-gives a smoke run that leaves docs/benchmarks.md alone.
+gives a smoke run that leaves docs/benchmarks.md alone. ``--parts speed``
+reruns only the timings and replaces only the speed table in the docs, so the
+safety and liveness figures already there are kept. Other partial runs only
+print their results.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import platform
 import sys
 import time
 
-from bench.report import write_section
+from bench.report import BENCHMARKS_MD, write_section
 from dag.consensus import AvalancheParams
 from dag.sim import SimParams, simulate
 
@@ -33,6 +36,8 @@ TARGET_SECONDS = 60.0
 # that has not finished by then is stalled on a conflict, not slow.
 SAFETY_MAX_TIME = 5.0
 BOUNDARY = AvalancheParams(k=20, alpha_preference=15, alpha_confidence=15, beta=20)
+PARTS = ("speed", "boundary", "safety")
+SPEED_HEADING = "### Speed: nodes x "
 
 
 def safety_params(seed: int) -> SimParams:
@@ -149,6 +154,10 @@ def _ms(value: float | None) -> str:
 
 
 def render(args, safety: dict, boundary: list[dict], speed: list[dict]) -> str:
+    return render_head(args, safety, boundary) + "\n\n" + render_speed(args, speed)
+
+
+def render_head(args, safety: dict, boundary: list[dict]) -> str:
     lines = [
         "## Consensus simulator",
         "",
@@ -224,12 +233,24 @@ def render(args, safety: dict, boundary: list[dict], speed: list[dict]) -> str:
             f"**{'met' if six.accepted == 0 else 'missed'}**, and repoll backoff keeps "
             "the stuck nodes to about one poll per 10 s."
         ),
-        "",
-        f"### Speed: nodes x {speed[0]['vertices'] if speed else 0} vertices",
+    ]
+    return "\n".join(lines)
+
+
+def render_speed(args, speed: list[dict]) -> str:
+    command = ""
+    if set(args.parts.split(",")) == {"speed"}:
+        command = (
+            f" Measured on its own with `python -m bench.consensus_sim --parts speed "
+            f"--sizes {args.sizes}`."
+        )
+    lines = [
+        f"{SPEED_HEADING}{speed[0]['vertices'] if speed else 0} vertices",
         "",
         (
             f"Vertices are issued every {args.interval_ms:g} ms by random honest nodes, "
             "50 ms latency with 10 ms jitter, avalanchego's parameters, seed 1."
+            + command
         ),
         "",
         (
@@ -262,6 +283,29 @@ def render(args, safety: dict, boundary: list[dict], speed: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def replace_speed(speed_markdown: str) -> str:
+    """Return the docs' consensus section with only its speed table replaced.
+
+    Raises:
+        SystemExit: if the docs have no consensus section with a speed table
+            to keep the other figures from.
+    """
+    text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else ""
+    begin, end = "<!-- begin consensus -->", "<!-- end consensus -->"
+    if begin not in text or end not in text:
+        raise SystemExit(
+            f"consensus section not found in {BENCHMARKS_MD}: run all parts first"
+        )
+    section = text.split(begin, 1)[1].split(end, 1)[0]
+    if SPEED_HEADING not in section:
+        raise SystemExit(
+            f"speed table not found in the consensus section of {BENCHMARKS_MD}: "
+            "run all parts first"
+        )
+    head = section.split(SPEED_HEADING, 1)[0].strip()
+    return head + "\n\n" + speed_markdown
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=1000, help="safety seeds")
@@ -276,6 +320,14 @@ def main(argv: list[str] | None = None) -> int:
         "--interval-ms", type=float, default=5.0, help="virtual ms between vertices"
     )
     parser.add_argument(
+        "--parts",
+        default=",".join(PARTS),
+        help=(
+            "comma-separated parts to run, of " + ", ".join(PARTS) + "; speed alone "
+            "updates only the speed table in the docs, other subsets only print"
+        ),
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="20 seeds and 100 nodes only, printed instead of written to the docs",
@@ -284,17 +336,44 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.seeds, args.sizes, args.vertices = 20, "100", 200
     sizes = [int(size) for size in args.sizes.split(",") if size]
+    parts = set(args.parts.split(","))
+    if not parts or not parts <= set(PARTS):
+        parser.error(f"--parts takes a comma-separated subset of {', '.join(PARTS)}")
     # Speed first: it is the part most sensitive to other jobs on the machine,
     # and the safety pool's own processes would compete with it.
-    speed = run_speed(sizes, args.vertices, args.interval_ms)
-    boundary = run_boundary()
-    safety = run_safety(args.seeds, args.workers)
-    markdown = render(args, safety, boundary, speed)
-    if args.quick:
-        print(markdown)
+    speed = (
+        run_speed(sizes, args.vertices, args.interval_ms) if "speed" in parts else []
+    )
+    boundary = run_boundary() if "boundary" in parts else []
+    safety = run_safety(args.seeds, args.workers) if "safety" in parts else None
+    if parts == set(PARTS):
+        markdown = render(args, safety, boundary, speed)
+        if not args.quick:
+            write_section("consensus", markdown)
+    elif parts == {"speed"}:
+        markdown = render_speed(args, speed)
+        if not args.quick:
+            write_section("consensus", replace_speed(markdown))
     else:
-        write_section("consensus", markdown)
-        print(markdown)
+        lines = []
+        if safety is not None:
+            for mode, row in safety["modes"].items():
+                lines.append(
+                    f"safety {mode}: {row['runs']} runs, {row['disagreements']} "
+                    f"disagreements, {row['finished']} finished"
+                )
+            lines.append(f"safety: {safety['wall']:.0f} s wall")
+        for row in boundary:
+            result = row["result"]
+            lines.append(
+                f"boundary {row['silent']} silent: finished {result.finished}, "
+                f"accepted {result.accepted}, polls to finality "
+                f"{result.polls_to_finality_min} / {result.polls_to_finality_max}"
+            )
+        if speed:
+            lines += ["", render_speed(args, speed)]
+        markdown = "\n".join(lines)
+    print(markdown)
     return 0
 
 
