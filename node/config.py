@@ -44,6 +44,9 @@ HOME_ENV: Final = "SYNAPTIC_MESH_HOME"
 ENV_PREFIX: Final = "SYNAPTIC_MESH_"
 DEFAULT_HOME: Final = "~/.synaptic-mesh"
 CONFIG_FILE: Final = "config.toml"
+# Read by other modules, so not rejected as unknown: node.inference reads the
+# task service settings from these.
+_OTHER_ENV_PREFIXES: Final = ("SYNAPTIC_MESH_TASKS_",)
 
 # Names end up inside protocol ids, topics and DHT keys, so they are limited to
 # characters that need no escaping in a multistream protocol id.
@@ -373,6 +376,24 @@ def _merge_file(document, values, sources, origin: str) -> None:
 
 
 def _merge_env(env: Mapping[str, str], values, sources) -> None:
+    known = {
+        f"{ENV_PREFIX}{section}_{spec.name}".upper()
+        for section, cls in _SECTIONS.items()
+        for spec in dataclasses.fields(cls)
+    }
+    for var in sorted(env):
+        if not var.startswith(ENV_PREFIX) or var in known:
+            continue
+        if var == HOME_ENV or var.startswith(_OTHER_ENV_PREFIXES):
+            continue
+        # A misspelt variable would otherwise be ignored without a word, as
+        # an unknown key in config.toml is not.
+        raise ConfigError(
+            f"unknown environment variable {var}; settings are read from "
+            f"{ENV_PREFIX}<SECTION>_<NAME>, for example "
+            f"{ENV_PREFIX}CONSENSUS_K (sections: {', '.join(_SECTIONS)}), "
+            f"and {HOME_ENV} selects the data directory"
+        )
     for section in _SECTIONS:
         for spec in dataclasses.fields(_SECTIONS[section]):
             var = f"{ENV_PREFIX}{section}_{spec.name}".upper()

@@ -120,3 +120,18 @@ def test_data_dir_flag_beats_env(tmp_path):
     assert resolve_data_dir(None, env) == tmp_path / "env"
     assert resolve_data_dir(str(tmp_path / "flag"), env) == tmp_path / "flag"
     assert resolve_data_dir(None, {}).name == ".synaptic-mesh"
+
+
+def test_unknown_environment_variable_rejected(tmp_path):
+    env = {"SYNAPTIC_MESH_CONSENSUS_BOGUS": "1"}
+    with pytest.raises(ConfigError, match="unknown environment variable"):
+        load_config(tmp_path, env=env)
+
+
+def test_home_and_task_variables_are_not_settings(tmp_path):
+    env = {
+        "SYNAPTIC_MESH_HOME": str(tmp_path),
+        "SYNAPTIC_MESH_TASKS_CLAIM_TIMEOUT_S": "5",
+        "SYNAPTIC_MESH_CONSENSUS_BETA": "9",
+    }
+    assert load_config(tmp_path, env=env).consensus.beta == 9
