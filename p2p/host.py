@@ -37,6 +37,7 @@ Public API:
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
 import socket
@@ -717,8 +718,12 @@ def _listen_failure(
             continue
         error = tcp.listen_errors.get(str(addr))
         detail = error.strerror if error is not None else "no listener started"
+        if error is not None and error.errno == errno.EADDRINUSE:
+            detail += "; another process holds the port"
+        # Named as a node operator sets it: the --listen flag of `start` or
+        # p2p.listen in config.toml, both passed here as listen_addrs.
         return ListenError(
-            f"cannot listen on {addr}: {detail}; another process may hold the "
-            "port, choose another with listen_addrs"
+            f"cannot listen on {addr}: {detail}; choose another address with "
+            "--listen or the p2p.listen setting"
         )
     return None

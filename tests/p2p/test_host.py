@@ -104,9 +104,11 @@ async def test_port_taken_raises_listen_error(tmp_path):
     async with open_service(_config(tmp_path, "a")) as first:
         port = first.listen_addrs[0].split("/")[4]
         taken = _config(tmp_path, "b", listen_addrs=(f"/ip4/127.0.0.1/tcp/{port}",))
-        with pytest.raises(ListenError, match="Address already in use"):
+        with pytest.raises(ListenError, match="Address already in use") as info:
             async with open_service(taken):
                 pass
+        assert "another process holds the port" in str(info.value)
+        assert "--listen or the p2p.listen setting" in str(info.value)
 
 
 async def test_port_held_by_reuseport_socket_rejected(tmp_path):
