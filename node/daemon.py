@@ -14,6 +14,7 @@ CLI and scripts can find it. The file is removed when the daemon stops.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -31,26 +32,51 @@ from node.config import Config
 
 log = logging.getLogger(__name__)
 
+LOCK_FILE = "lock"
 
-def run_daemon(config: Config, *, out: Callable[[str], None] | None = None) -> int:
+
+def run_daemon(
+    config: Config,
+    *,
+    out: Callable[[str], None] | None = None,
+    new_store: bool = False,
+) -> int:
     """Run the node of `config` in the foreground and return the exit code.
+
+    Args:
+        config: the node's settings.
+        out: prints the start banner; default prints to stdout.
+        new_store: create an empty DAG store if it is missing.
 
     Raises:
         NodeError, p2p.P2PError, dag.DagError: the node could not start; the
             error is the first one found inside any exception group.
     """
-    _check_not_running(config.data_dir)
+    lock_fd = _lock_data_dir(config.data_dir)
     try:
-        return trio.run(_main, config, out or _print)
-    except BaseExceptionGroup as group:
-        raise _first_error(group) from None
+        _check_task_settings()
+        try:
+            return trio.run(_main, config, out or _print, new_store)
+        except BaseExceptionGroup as group:
+            raise _first_error(group) from None
+    finally:
+        os.close(lock_fd)
+
+
+def _check_task_settings() -> None:
+    # The task service reads its settings from the environment when it is
+    # installed, after the host listens; checking them here lets a bad value
+    # stop the start before any socket opens, like a bad config.toml value.
+    from node.inference import params_from_env
+
+    params_from_env(os.environ)
 
 
 def _print(line: str) -> None:
     print(line, flush=True)
 
 
-async def _main(config: Config, out: Callable[[str], None]) -> int:
+async def _main(config: Config, out: Callable[[str], None], new_store: bool) -> int:
     from node.runtime import open_node
 
     stop = trio.Event()
@@ -59,7 +85,7 @@ async def _main(config: Config, out: Callable[[str], None]) -> int:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_signals, signals, stop, runtime_path)
             with trio.CancelScope() as scope:
-                async with open_node(config) as node:
+                async with open_node(config, new_store=new_store) as node:
                     info = _runtime_info(node)
                     _write_runtime(runtime_path, info)
                     _announce(info, out)
@@ -139,24 +165,30 @@ def _remove_runtime(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _check_not_running(data_dir: Path) -> None:
-    path = data_dir / RUNTIME_FILE
+def _lock_data_dir(data_dir: Path) -> int:
+    # The kernel drops a flock when its holder exits, even on kill -9, so a
+    # held lock always means a live daemon and a free one a stale runtime.json.
+    path = data_dir / LOCK_FILE
     try:
-        pid = int(json.loads(path.read_text(encoding="utf-8"))["pid"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as error:
+        raise NodeError(f"cannot open lock file {path}: {error.strerror}") from None
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        log.info("removing stale runtime file path=%s pid=%d", path, pid)
-        path.unlink(missing_ok=True)
-        return
-    except PermissionError:
-        pass
-    raise NodeError(
-        f"a daemon (pid {pid}) is already running with data directory {data_dir}; "
-        f"stop it first, or remove {path} if that process is not a synaptic-mesh daemon"
-    )
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise NodeError(
+            f"a daemon (pid {holder}) is already running with data directory "
+            f"{data_dir}; stop it first"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+    runtime = data_dir / RUNTIME_FILE
+    if runtime.exists():
+        log.info("removing stale runtime file path=%s", runtime)
+        runtime.unlink(missing_ok=True)
+    return fd
 
 
 def _first_error(group: BaseExceptionGroup) -> BaseException:

@@ -40,11 +40,13 @@ Public API:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
 import os
 import random
+import re
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -82,6 +84,7 @@ from node.tasks import (
     IssueResult,
     IssueTask,
     RunInference,
+    SettingError,
     TaskCompleted,
     TaskCore,
     TaskFailed,
@@ -113,6 +116,9 @@ MAX_FINISHED_REQUESTS: Final = 1000
 PROVIDERS_CACHE_S: Final = 30.0
 # Background lookups refresh the cache before it expires.
 PROVIDERS_REFRESH_S: Final = 20.0
+# How long an own vertex reported as not admitted may still turn up.
+ADMIT_GRACE_S: Final = 1.0
+_NOT_ADMITTED: Final = re.compile(r"vertex ([0-9a-f]{64}) was not admitted")
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,19 +144,16 @@ class ServiceParams:
     inference_delay_s: float = 0.0
 
     def validate(self) -> None:
-        """Raise `ValueError` naming the first setting out of range."""
+        """Raise `SettingError` naming the first setting out of range."""
         self.tasks.validate()
         if not 1 <= self.workers <= 64:
-            raise ValueError(f"workers={self.workers} must be in 1..64")
-        if not self.lookup_timeout_s > 0:
-            raise ValueError(f"lookup_timeout_s={self.lookup_timeout_s} must be > 0")
-        if not self.advertise_interval_s > 0:
-            raise ValueError(
-                f"advertise_interval_s={self.advertise_interval_s} must be > 0"
-            )
+            raise SettingError("workers", self.workers, "must be from 1 to 64")
+        for name in ("lookup_timeout_s", "advertise_interval_s"):
+            if not getattr(self, name) > 0:
+                raise SettingError(name, getattr(self, name), "must be above 0")
         if not 0 <= self.inference_delay_s <= 60:
-            raise ValueError(
-                f"inference_delay_s={self.inference_delay_s} must be in 0..60"
+            raise SettingError(
+                "inference_delay_s", self.inference_delay_s, "must be from 0 to 60"
             )
 
 
@@ -168,31 +171,56 @@ _ENV_FIELDS: Final = {
 }
 
 
+def _parse_setting(raw: str, kind: type) -> int | float:
+    if kind is int:
+        return int(raw.strip())
+    value = float(raw)
+    if not math.isfinite(value):
+        raise ValueError(raw)
+    return value
+
+
 def params_from_env(env: Mapping[str, str] = os.environ) -> ServiceParams:
     """Build `ServiceParams` from ``SYNAPTIC_MESH_TASKS_*`` variables.
 
+    The daemon calls this before it opens any socket, so a bad value stops
+    the start as early as a bad ``config.toml`` value does, and in the same
+    words.
+
     Raises:
-        NodeError: a variable is not a number or is out of range; the message
-            names the variable and the value.
+        ConfigError: a variable is not a number or is out of range; the
+            message names the setting, the value and the variable.
     """
+    from node.config import ConfigError
+
     task_values: dict[str, Any] = {}
     values: dict[str, Any] = {}
+    variables: dict[str, str] = {}
     for suffix, (section, name, kind) in _ENV_FIELDS.items():
-        raw = env.get(ENV_PREFIX + suffix)
+        var = ENV_PREFIX + suffix
+        raw = env.get(var)
         if raw is None:
             continue
+        variables[name] = var
         try:
-            value = kind(raw)
+            value = _parse_setting(raw, kind)
         except ValueError:
-            raise NodeError(
-                f"invalid {ENV_PREFIX}{suffix}={raw!r}: expected {kind.__name__}"
+            expected = "an integer" if kind is int else "a finite number"
+            raise ConfigError(
+                f"invalid setting tasks.{name}={raw!r} "
+                f"(from environment variable {var}): expected {expected}"
             ) from None
         (task_values if section == "tasks" else values)[name] = value
     params = ServiceParams(tasks=TaskParams(**task_values), **values)
     try:
         params.validate()
-    except ValueError as error:
-        raise NodeError(f"invalid {ENV_PREFIX}* setting: {error}") from None
+    except SettingError as error:
+        source = variables.get(error.name)
+        origin = f"environment variable {source}" if source else "default"
+        raise ConfigError(
+            f"invalid setting tasks.{error.name}={error.value!r} "
+            f"(from {origin}): {error.rule}"
+        ) from None
     return params
 
 
@@ -248,6 +276,31 @@ class InferenceService:
         self._rejected_payloads = 0
         for info in self.store.list():
             self.core.add_model(info.model_hash)
+        self._load_registrations()
+
+    def _load_registrations(self) -> None:
+        # Callbacks fire only when a vertex is decided, and the accepted
+        # registrations of an earlier run were decided then, so the registry
+        # starts from the store. Without this a restarted node would issue a
+        # second registration whose conflict key is already decided.
+        count = 0
+        for vertex_id in self.node.store.accepted_ids():
+            vertex = self.node.store.get(vertex_id)
+            if vertex is None or vertex.payload_type != REGISTER_TYPE:
+                continue
+            try:
+                info = parse_registration(self._payload(vertex))
+            except (ModelError, DagError) as error:
+                log.warning(
+                    "stored registration unreadable vertex=%s reason=%s",
+                    vertex_id.hex(),
+                    error,
+                )
+                continue
+            self.registry.on_registration(vertex_id, info, ACCEPTED)
+            count += 1
+        if count:
+            log.info("model registrations loaded count=%d", count)
 
     # --- vertex callbacks -------------------------------------------------
 
@@ -404,7 +457,22 @@ class InferenceService:
             return await self.node.issue_vertex(payload_type, body, keys)
         except NodeError as error:
             log.warning("vertex issue failed type=%s error=%s", payload_type, error)
-            return None
+            late = _NOT_ADMITTED.search(str(error))
+            if late is None:
+                return None
+            return await self._admitted_late(bytes.fromhex(late.group(1)))
+
+    async def _admitted_late(self, vertex_id: bytes) -> bytes | None:
+        # Right after a restart the DAG layer reports an own vertex as not
+        # admitted while it still looks up the stored parents it picked, and
+        # admits the vertex a moment later. Following that vertex keeps the
+        # request alive; issuing a second one would have it served twice.
+        with trio.move_on_after(ADMIT_GRACE_S):
+            while self.node.vertex_status(vertex_id) == "unknown":
+                await trio.sleep(0.05)
+            log.info("own vertex admitted late vertex=%s", vertex_id.hex())
+            return vertex_id
+        return None
 
     async def _issue_task(self, action: IssueTask) -> None:
         pending = self._pending.get(action.ref)
@@ -520,8 +588,6 @@ class InferenceService:
         """
         while True:
             for name, info in sorted(self.registry.names().items()):
-                if self.store.has(info.model_hash):
-                    continue
                 try:
                     await self.find_providers(name, info.model_hash)
                 except trio.Cancelled:
@@ -532,9 +598,16 @@ class InferenceService:
                 await self._names_changed.wait()
             self._names_changed = trio.Event()
 
-    async def submit(self, name: str, inputs: list[Any]) -> _Pending:
-        """Start a request for `inputs` on model `name`; return its record."""
-        started = trio.current_time()
+    async def submit(
+        self, name: str, inputs: list[Any], started: float | None = None
+    ) -> _Pending:
+        """Start a request for `inputs` on model `name`; return its record.
+
+        `started` is when the API received the request (default: now); the
+        stages of the request are counted from it.
+        """
+        if started is None:
+            started = trio.current_time()
         model_hash = self.resolve(name)
         values = _inputs(inputs)
         expected = self._num_inputs(name, model_hash)
@@ -544,20 +617,22 @@ class InferenceService:
             )
         pending_stages: dict[str, float] = {}
         known_until, peers = self._providers_known.get(model_hash, (-math.inf, ()))
-        if self.store.has(model_hash):
-            peers = (self.node.peer_id,)
-        elif known_until < started:
-            providers = await self.find_providers(name, model_hash)
+        local = self.store.has(model_hash)
+        if known_until < started:
+            peers = await self._lookup_peers(name, model_hash, local)
             pending_stages["lookup"] = trio.current_time()
-            if not providers:
-                reason = (
-                    f"no provider advertises model {name} ({model_hash[:16]}) "
-                    "in the DHT"
-                )
-                self._lookup_failures.append(reason)
-                log.warning("task not submitted model=%s reason=%s", name, reason)
-                raise ApiError(503, reason)
-            peers = tuple(_peer_id_of(p) for p in providers)
+        if local and self.node.peer_id not in peers:
+            # A node that serves the model races like any other provider,
+            # even when its own record has not reached the DHT yet.
+            peers = (*peers, self.node.peer_id)
+            self._providers_known[model_hash] = (started + PROVIDERS_CACHE_S, peers)
+        if not peers:
+            reason = (
+                f"no provider advertises model {name} ({model_hash[:16]}) in the DHT"
+            )
+            self._lookup_failures.append(reason)
+            log.warning("task not submitted model=%s reason=%s", name, reason)
+            raise ApiError(503, reason)
         # A random order spreads the tasks over the providers; the first one
         # listed claims at once and the others stand by.
         order = list(peers)
@@ -572,6 +647,21 @@ class InferenceService:
         self._pending[ref] = pending
         self._queue(actions)
         return pending
+
+    async def _lookup_peers(
+        self, name: str, model_hash: str, local: bool
+    ) -> tuple[str, ...]:
+        try:
+            providers = await self.find_providers(name, model_hash)
+        except trio.Cancelled:
+            raise
+        except Exception as error:
+            # A node that holds the model can still serve the request itself.
+            if not local:
+                raise
+            log.warning("provider lookup failed name=%s error=%s", name, error)
+            return ()
+        return tuple(_peer_id_of(p) for p in providers)
 
     def _num_inputs(self, name: str, model_hash: str) -> int | None:
         registered = self.registry.resolve(name)
@@ -633,8 +723,23 @@ class InferenceService:
     # --- models -----------------------------------------------------------
 
     async def add_model(self, info: ModelInfo) -> dict[str, Any]:
-        """Serve, advertise and register a model just stored."""
+        """Bind, serve, advertise and register a model just stored.
+
+        The name is bound locally only when the mesh has not given it to
+        other content, so a rejected name leaves no entry in ``names.json``.
+        """
+        self._reject_taken_name(info)
+        self.store.bind(info.name, info.model_hash)
         self.core.add_model(info.model_hash)
+        registration = await self._register(info)
+        if registration.startswith("rejected"):
+            self.store.unbind(info.name)
+            self._reject_taken_name(info)
+            raise ApiError(409, f"model name {info.name!r} {registration}")
+        await self._advertise(info)
+        return {**info.to_json(), "registration": registration}
+
+    def _reject_taken_name(self, info: ModelInfo) -> None:
         registered = self.registry.resolve(info.name)
         if registered is not None and registered.model_hash != info.model_hash:
             raise ApiError(
@@ -643,9 +748,6 @@ class InferenceService:
                 f"{registered.model_hash}; the file has hash {info.model_hash}. "
                 "Choose another name.",
             )
-        registration = await self._register(info)
-        await self._advertise(info)
-        return {**info.to_json(), "registration": registration}
 
     async def _register(self, info: ModelInfo) -> str:
         registered = self.registry.resolve(info.name)
@@ -691,10 +793,28 @@ class InferenceService:
         """Provide every local model now and then again every interval."""
         while True:
             for info in self.store.list():
+                registered = self.registry.resolve(info.name)
+                if registered is not None and registered.model_hash != info.model_hash:
+                    self._drop_name(info, registered.model_hash)
+                    continue
                 await self._advertise(info)
-                if self.registry.resolve(info.name) is None:
-                    await self._register(info)
+                if registered is None:
+                    outcome = await self._register(info)
+                    if outcome.startswith("rejected"):
+                        winner = self.registry.resolve(info.name)
+                        self._drop_name(info, winner.model_hash if winner else "?")
             await trio.sleep(self.params.advertise_interval_s)
+
+    def _drop_name(self, info: ModelInfo, registered_hash: str) -> None:
+        # The mesh gave the name to other content; a local binding would
+        # only make `infer` on this node disagree with every other node.
+        log.warning(
+            "local model name taken on the mesh name=%s hash=%s registered=%s",
+            info.name,
+            info.model_hash,
+            registered_hash,
+        )
+        self.store.unbind(info.name)
 
     async def fetch(self, name: str, timeout: float) -> dict[str, Any]:
         """Fetch model `name` from a provider by content hash and serve it."""
@@ -725,7 +845,13 @@ class InferenceService:
                     errors.append(f"{peer_id}: {error}")
                     continue
                 info = await trio.to_thread.run_sync(
-                    self.store.add_text, name, text, f"<{name} from {peer_id}>"
+                    functools.partial(
+                        self.store.add_text,
+                        name,
+                        text,
+                        f"<{name} from {peer_id}>",
+                        bind=False,
+                    )
                 )
                 log.info(
                     "model fetched name=%s hash=%s peer_id=%s",
@@ -863,11 +989,19 @@ def _install_routes(node: Node, service: InferenceService) -> None:
             check_name(name)
             if isinstance(body.get("text"), str):
                 info = await trio.to_thread.run_sync(
-                    service.store.add_text, name, body["text"], f"<{name}>"
+                    functools.partial(
+                        service.store.add_text,
+                        name,
+                        body["text"],
+                        f"<{name}>",
+                        bind=False,
+                    )
                 )
             elif isinstance(body.get("path"), str):
                 info = await trio.to_thread.run_sync(
-                    service.store.add_file, Path(body["path"]), name
+                    functools.partial(
+                        service.store.add_file, Path(body["path"]), name, bind=False
+                    )
                 )
             else:
                 raise ApiError(400, "request needs 'name' and 'path' or 'text'")
@@ -893,10 +1027,13 @@ def _install_routes(node: Node, service: InferenceService) -> None:
             raise ApiError(400, str(error)) from None
 
     async def infer(request: ApiRequest) -> Any:
+        received = trio.current_time()
         body = request.body if isinstance(request.body, dict) else {}
         timeout = _timeout(body, 60.0)
         try:
-            pending = await service.submit(body.get("model"), body.get("inputs"))
+            pending = await service.submit(
+                body.get("model"), body.get("inputs"), received
+            )
         except ModelError as error:
             raise ApiError(400, str(error)) from None
         with trio.move_on_after(timeout):
@@ -908,9 +1045,12 @@ def _install_routes(node: Node, service: InferenceService) -> None:
         return doc
 
     async def submit_task(request: ApiRequest) -> Any:
+        received = trio.current_time()
         body = request.body if isinstance(request.body, dict) else {}
         try:
-            pending = await service.submit(body.get("model"), body.get("inputs"))
+            pending = await service.submit(
+                body.get("model"), body.get("inputs"), received
+            )
         except ModelError as error:
             raise ApiError(400, str(error)) from None
         return {"ref": pending.ref}

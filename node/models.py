@@ -30,8 +30,9 @@ Public API:
     name_conflict_key(name: str) -> bytes
     REGISTER_TYPE, FETCH_PROTOCOL, CHUNK_BYTES, MAX_MODEL_BYTES
     ModelInfo(name, model_hash, num_inputs, num_outputs, size)
-    ModelStore(directory): add_text(name, text) -> ModelInfo,
-        add_file(path, name) -> ModelInfo, has(hash), text(hash),
+    ModelStore(directory): add_text(name, text, bind=True) -> ModelInfo,
+        add_file(path, name, bind=True) -> ModelInfo, bind(name, hash),
+        unbind(name), has(hash), text(hash),
         network(hash), info(hash), resolve_local(name), list(),
         read_chunk(hash, offset, length) -> (bytes, total)
     registration_payload(info) / parse_registration(body) -> ModelInfo
@@ -204,8 +205,13 @@ class ModelStore:
     def _path(self, model_hash: str) -> Path:
         return self.directory / f"{model_hash}.net"
 
-    def add_text(self, name: str, text: str, source: str = "<text>") -> ModelInfo:
+    def add_text(
+        self, name: str, text: str, source: str = "<text>", *, bind: bool = True
+    ) -> ModelInfo:
         """Parse `text` as a FANN network, store it and bind `name` to it.
+
+        With ``bind=False`` only the file is stored; the caller binds the name
+        with `bind` once the mesh has not rejected it.
 
         Raises:
             ModelError: the name is invalid, the text is too large, or the
@@ -238,19 +244,36 @@ class ModelStore:
         )
         with self._lock:
             self._networks[model_hash] = network
-            self._infos[model_hash] = info
-            self._names[name] = model_hash
-            self._write_index()
+            self._infos.setdefault(model_hash, info)
+            if bind:
+                self._names[name] = model_hash
+                self._write_index()
         return info
 
-    def add_file(self, path: Path, name: str) -> ModelInfo:
-        """Store the ``.net`` file at `path` under `name`."""
+    def bind(self, name: str, model_hash: str) -> None:
+        """Bind local `name` to a stored model and save the name index."""
+        check_name(name)
+        if not self.has(model_hash):
+            raise ModelNotFound(f"model {model_hash} is not stored here")
+        with self._lock:
+            if self._names.get(name) != model_hash:
+                self._names[name] = model_hash
+                self._write_index()
+
+    def unbind(self, name: str) -> None:
+        """Drop local `name`; the model file stays and can be bound again."""
+        with self._lock:
+            if self._names.pop(name, None) is not None:
+                self._write_index()
+
+    def add_file(self, path: Path, name: str, *, bind: bool = True) -> ModelInfo:
+        """Store the ``.net`` file at `path` under `name` (see `add_text`)."""
         path = Path(path)
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
             raise ModelError(f"cannot read model file {path}: {error}") from None
-        return self.add_text(name, text, source=str(path))
+        return self.add_text(name, text, source=str(path), bind=bind)
 
     def has(self, model_hash: str) -> bool:
         """Return whether the model with this hash is stored here."""

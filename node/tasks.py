@@ -30,6 +30,7 @@ event returns a list of frozen action dataclasses that the trio service in
 
 Public API:
     TaskParams(claim_timeout_s, run_timeout_s, max_rounds, max_submits, ...)
+    SettingError(name, value, rule)  (raised by TaskParams.validate)
     TaskSpec, TaskPayloadError, parse_task, parse_claim, parse_result,
     task_payload(spec), claim_payload(task_id, round),
     result_payload(task_id, round, outputs, error),
@@ -84,6 +85,16 @@ ID_LEN: Final = 32
 _CLAIM_KEY_TAG: Final = b"synaptic-mesh/task-claim\x00"
 
 
+class SettingError(ValueError):
+    """A task setting out of range: its field name, its value and the rule."""
+
+    def __init__(self, name: str, value: object, rule: str) -> None:
+        super().__init__(f"{name}={value!r} {rule}")
+        self.name = name
+        self.value = value
+        self.rule = rule
+
+
 class TaskPayloadError(NodeError):
     """A task, claim or result payload that breaks the task protocol."""
 
@@ -136,27 +147,20 @@ class TaskParams:
     max_tracked: int = 10_000
 
     def validate(self) -> None:
-        """Raise `ValueError` naming the first setting out of range."""
-        if not self.claim_timeout_s > 0:
-            raise ValueError(f"claim_timeout_s={self.claim_timeout_s} must be > 0")
-        if not self.run_timeout_s > 0:
-            raise ValueError(f"run_timeout_s={self.run_timeout_s} must be > 0")
+        """Raise `SettingError` naming the first setting out of range."""
+        for name in ("claim_timeout_s", "run_timeout_s", "request_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise SettingError(name, getattr(self, name), "must be above 0")
         if not 1 <= self.max_rounds <= MAX_ROUNDS_LIMIT:
-            raise ValueError(
-                f"max_rounds={self.max_rounds} must be in 1..{MAX_ROUNDS_LIMIT}"
+            raise SettingError(
+                "max_rounds", self.max_rounds, f"must be from 1 to {MAX_ROUNDS_LIMIT}"
             )
-        if self.max_submits < 1:
-            raise ValueError(f"max_submits={self.max_submits} must be >= 1")
-        if self.reclaim_jitter_s < 0:
-            raise ValueError(f"reclaim_jitter_s={self.reclaim_jitter_s} must be >= 0")
-        if not self.request_timeout_s > 0:
-            raise ValueError(f"request_timeout_s={self.request_timeout_s} must be > 0")
-        if self.claim_stagger_s < 0:
-            raise ValueError(f"claim_stagger_s={self.claim_stagger_s} must be >= 0")
-        if self.retain_s < 0:
-            raise ValueError(f"retain_s={self.retain_s} must be >= 0")
-        if self.max_tracked < 1:
-            raise ValueError(f"max_tracked={self.max_tracked} must be >= 1")
+        for name in ("max_submits", "max_tracked"):
+            if getattr(self, name) < 1:
+                raise SettingError(name, getattr(self, name), "must be at least 1")
+        for name in ("reclaim_jitter_s", "claim_stagger_s", "retain_s"):
+            if not getattr(self, name) >= 0:
+                raise SettingError(name, getattr(self, name), "must be at least 0")
 
 
 @dataclass(frozen=True, slots=True)

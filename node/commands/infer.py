@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from node.client import ApiClient
 from node.commands._common import add_data_dir, data_dir_of, print_json
@@ -62,9 +63,11 @@ def run(args: argparse.Namespace) -> int:
         print("synaptic-mesh infer: --input has no numbers", file=sys.stderr)
         return 2
     client = ApiClient.from_data_dir(data_dir_of(args), timeout=args.timeout + 10)
+    sent = time.monotonic()
     reply = client.post(
         "/infer", {"model": args.model, "inputs": inputs, "timeout": args.timeout}
     )
+    wall_ms = (time.monotonic() - sent) * 1000
     if args.json:
         print_json(reply)
         return 0 if reply.get("state") == "completed" else 1
@@ -79,4 +82,7 @@ def run(args: argparse.Namespace) -> int:
     for key, label in STAGE_NAMES.items():
         if key in reply.get("stages", {}):
             print(f"  {label:<20} {reply['stages'][key] * 1000:8.1f} ms")
+    # The stages are counted inside the daemon; a large gap to this figure
+    # means the request waited before the daemon read it (a busy event loop).
+    print(f"  {'round trip (client)':<20} {wall_ms:8.1f} ms")
     return 0

@@ -15,7 +15,10 @@ def register(subparsers) -> None:
         description="Manage the models a running node serves to the mesh.",
     )
     commands = parser.add_subparsers(
-        dest="model_command", metavar="COMMAND", required=True
+        dest="model_command",
+        metavar="COMMAND",
+        required=True,
+        help="add, fetch or list",
     )
 
     add = commands.add_parser(
@@ -24,7 +27,9 @@ def register(subparsers) -> None:
         description=(
             "Load FILE.net (C FANN format) into the running node, register NAME on "
             "the DAG (one registration per name wins mesh-wide) and advertise the "
-            "model in the DHT, so that `infer --model NAME` on any node reaches it."
+            "model in the DHT, so that `infer --model NAME` on any node reaches it. "
+            "A name the mesh has already given to other content is rejected, and "
+            "the node keeps no local binding for it."
         ),
     )
     add_data_dir(add)
@@ -50,6 +55,12 @@ def register(subparsers) -> None:
     listing = commands.add_parser(
         "list",
         help="list the models stored on this node and the names registered on the mesh",
+        description=(
+            "Print the models this node stores and serves, each with its content "
+            "hash, input and output count, size and whether its name is "
+            "registered on the mesh, then every name the mesh has registered "
+            "(accepted model.register vertices), with the hash it stands for."
+        ),
     )
     add_data_dir(listing)
     listing.add_argument("--json", action="store_true", help="print the raw JSON")
@@ -87,9 +98,16 @@ def run_list(args: argparse.Namespace) -> int:
         return 0
     print("stored on this node")
     for info in models["local"] or []:
+        registered = models["registered"].get(info["name"], {})
+        mark = (
+            "registered"
+            if registered.get("model_hash") == info["model_hash"]
+            else "not registered"
+        )
         print(
             f"  {info['name']:<20} {info['model_hash'][:16]}  "
-            f"{info['num_inputs']} -> {info['num_outputs']}  {info['size']} bytes"
+            f"{info['num_inputs']} -> {info['num_outputs']}  {info['size']} bytes  "
+            f"{mark}"
         )
     if not models["local"]:
         print("  (none)")

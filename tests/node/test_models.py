@@ -229,3 +229,42 @@ async def test_serve_chunk_rejects_bad_requests(tmp_path):
     assert "error" in await serve_chunk(store, {"hash": "0" * 64, "offset": -1})
     assert "error" in await serve_chunk(store, {"hash": "../x", "offset": 0})
     await trio.lowlevel.checkpoint()
+
+
+def test_store_without_binding_keeps_names_untouched(tmp_path):
+    store = ModelStore(tmp_path / "models")
+    kept = store.add_text("kept", _net_text())
+    other = _net_text().replace("connections", "connections", 1) + "\n"
+    info = store.add_text("taken", other, bind=False)
+    assert store.has(info.model_hash)
+    index = json.loads((tmp_path / "models" / "names.json").read_text())
+    assert index == {"kept": kept.model_hash}
+    assert [m.name for m in store.list()] == ["kept"]
+
+    store.bind("taken", info.model_hash)
+    assert ModelStore(tmp_path / "models").resolve_local("taken") == info.model_hash
+    store.unbind("taken")
+    reopened = ModelStore(tmp_path / "models")
+    assert reopened.resolve_local("taken") is None
+    assert reopened.has(info.model_hash)
+
+
+def _subparsers(parser):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            yield from action.choices.items()
+
+
+def test_model_and_infer_commands_have_descriptions():
+    from node.cli import build_parser
+
+    top = dict(_subparsers(build_parser()))
+    parsers = {"infer": top["infer"], "model": top["model"]}
+    parsers.update({f"model {n}": p for n, p in _subparsers(top["model"])})
+    assert {"model add", "model fetch", "model list"} <= set(parsers)
+    for name, parser in parsers.items():
+        assert parser.description, f"{name} --help has no description"
+        for action in parser._actions:
+            assert action.help, f"{name} option {action.dest} has no help text"

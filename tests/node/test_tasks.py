@@ -639,3 +639,57 @@ def test_request_timeout_bounds_waiting():
     assert isinstance(failed, TaskFailed)
     assert failed.reason.endswith("gave up after 8.0 s")
     assert failed.failed_at == 8.0
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        (
+            "WORKERS",
+            "0",
+            (
+                "invalid setting tasks.workers=0 (from environment variable "
+                "SYNAPTIC_MESH_TASKS_WORKERS): must be from 1 to 64"
+            ),
+        ),
+        (
+            "RUN_TIMEOUT_S",
+            "0",
+            (
+                "invalid setting tasks.run_timeout_s=0.0 (from environment variable "
+                "SYNAPTIC_MESH_TASKS_RUN_TIMEOUT_S): must be above 0"
+            ),
+        ),
+        (
+            "MAX_ROUNDS",
+            "17",
+            (
+                "invalid setting tasks.max_rounds=17 (from environment variable "
+                "SYNAPTIC_MESH_TASKS_MAX_ROUNDS): must be from 1 to 16"
+            ),
+        ),
+        (
+            "CLAIM_STAGGER_S",
+            "nan",
+            (
+                "invalid setting tasks.claim_stagger_s='nan' (from environment "
+                "variable SYNAPTIC_MESH_TASKS_CLAIM_STAGGER_S): expected a finite number"
+            ),
+        ),
+        (
+            "MAX_SUBMITS",
+            "two",
+            (
+                "invalid setting tasks.max_submits='two' (from environment variable "
+                "SYNAPTIC_MESH_TASKS_MAX_SUBMITS): expected an integer"
+            ),
+        ),
+    ],
+)
+def test_task_settings_from_env_use_the_config_message(variable, value, message):
+    from node.config import ConfigError
+    from node.inference import params_from_env
+
+    with pytest.raises(ConfigError) as error:
+        params_from_env({f"SYNAPTIC_MESH_TASKS_{variable}": value})
+    assert str(error.value) == message

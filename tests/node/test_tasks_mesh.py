@@ -6,7 +6,9 @@ FANN network and drives the nodes through their control API.
 
 from __future__ import annotations
 
+import json
 import signal
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -50,7 +52,7 @@ def mesh_of(tmp_path):
         for daemon in daemons:
             wait_for(
                 lambda d=daemon: len(d.status()["peers"]) >= 1,
-                30,
+                90,
                 f"{daemon.data_dir.name} to connect",
             )
         return daemons
@@ -66,7 +68,7 @@ def mesh_of(tmp_path):
             daemon.kill()
 
 
-def _client(daemon, timeout=60.0) -> ApiClient:
+def _client(daemon, timeout=150.0) -> ApiClient:
     return ApiClient.from_data_dir(daemon.data_dir, timeout=timeout)
 
 
@@ -82,7 +84,7 @@ def _wait_registered(daemons, name):
     for daemon in daemons:
         wait_for(
             lambda d=daemon: name in _client(d).get("/models")["registered"],
-            30,
+            90,
             f"{daemon.data_dir.name} to see the registration of {name}",
         )
 
@@ -108,7 +110,7 @@ def test_model_found_through_dht(tmp_path, mesh_of):
     _wait_registered([requester], "tiny")
 
     reply = _client(requester).post(
-        "/infer", {"model": "tiny", "inputs": INPUT, "timeout": 30}
+        "/infer", {"model": "tiny", "inputs": INPUT, "timeout": 90}
     )
     assert reply["state"] == "completed", reply
     assert reply["outputs"] == expected
@@ -138,7 +140,7 @@ def test_three_providers_race_served_once(tmp_path, mesh_of):
         replies = list(
             pool.map(
                 lambda _: _client(requester).post(
-                    "/infer", {"model": "tiny", "inputs": INPUT, "timeout": 30}
+                    "/infer", {"model": "tiny", "inputs": INPUT, "timeout": 90}
                 ),
                 range(4),
             )
@@ -158,7 +160,7 @@ def test_three_providers_race_served_once(tmp_path, mesh_of):
             return counts if decided == sum(claims.values()) >= 2 else None
 
         # Every provider claims, so the claims race; all but one lose.
-        counts = wait_for(settled, 30, "every claim to be decided")
+        counts = wait_for(settled, 90, "every claim to be decided")
         assert counts[("task.claim", "accepted")] == 1, counts
         assert counts[("task.claim", "rejected")] >= 1, counts
         results = {k: v for k, v in counts.items() if k[0] == "task.result"}
@@ -182,7 +184,7 @@ def test_provider_killed_after_claim_task_answered(tmp_path, mesh_of):
     ref = _client(requester).post("/tasks", {"model": "tiny", "inputs": INPUT})["ref"]
     claimed = wait_for(
         lambda: _client(requester).get(f"/tasks/{ref}")["claimer"],
-        20,
+        60,
         "a claim to be accepted",
         interval=0.01,
     )
@@ -195,7 +197,7 @@ def test_provider_killed_after_claim_task_answered(tmp_path, mesh_of):
             in ("completed", "failed")
             and state
         ),
-        40,
+        120,
         "the task to end",
     )
     assert final["state"] == "completed", final
@@ -219,7 +221,7 @@ def test_unservable_task_fails_with_reason(tmp_path, mesh_of):
     # and no provider claims it) or no longer list it (then nothing is submitted).
     try:
         reply = _client(requester).post(
-            "/infer", {"model": "tiny", "inputs": INPUT, "timeout": 30}
+            "/infer", {"model": "tiny", "inputs": INPUT, "timeout": 90}
         )
     except ApiCallError as error:
         assert error.status == 503
@@ -236,3 +238,100 @@ def test_unservable_task_fails_with_reason(tmp_path, mesh_of):
     tasks = requester.status()["tasks"]
     assert tasks["failed"] == 1
     assert tasks["recent_failures"] == [reply["reason"]]
+
+
+def _other_model(tmp_path):
+    net = neural.create_standard((3, 5, 2), rng=np.random.default_rng(9))
+    path = tmp_path / "other.net"
+    neural.save(net, path)
+    return path
+
+
+def test_restarted_node_keeps_its_registration(tmp_path, mesh_of):
+    alice, bob = mesh_of(2)
+    path, expected = _model(tmp_path)
+    _client(alice).post("/models", {"name": "tiny", "path": str(path)})
+    _wait_registered([alice, bob], "tiny")
+
+    code, _ = alice.stop()
+    assert code == 0
+    alice.start("--bootstrap", bob.runtime()["listen_addrs"][0])
+    alice.wait_ready()
+    # The registry comes from the store before the node reports itself ready.
+    assert "tiny" in _client(alice).get("/models")["registered"]
+    wait_for(lambda: alice.status()["peers"], 30, "alice to reconnect")
+
+    started = time.monotonic()
+    reply = _client(alice).post(
+        "/infer", {"model": "tiny", "inputs": INPUT, "timeout": 30}
+    )
+    wall = time.monotonic() - started
+    assert reply["state"] == "completed", reply
+    assert reply["outputs"] == expected
+    assert reply["round"] == 0, reply
+    # The stages cover the request: what is left is HTTP on loopback.
+    assert wall - reply["stages"]["total_s"] < 1.0, (wall, reply["stages"])
+    wait_for(
+        lambda: "model advertised name=tiny" in alice.stderr(),
+        15,
+        "alice to advertise her model again",
+    )
+    assert "vertex issue failed type=model.register" not in alice.stderr()
+
+
+def test_rejected_name_leaves_no_binding(tmp_path, mesh_of):
+    alice, bob = mesh_of(2)
+    path, _ = _model(tmp_path)
+    _client(alice).post("/models", {"name": "tiny", "path": str(path)})
+    _wait_registered([bob], "tiny")
+
+    with pytest.raises(ApiCallError) as rejected:
+        _client(bob).post(
+            "/models", {"name": "tiny", "path": str(_other_model(tmp_path))}
+        )
+    assert rejected.value.status == 409
+    assert "Choose another name" in str(rejected.value)
+    names = bob.data_dir / "models" / "names.json"
+    assert "tiny" not in (json.loads(names.read_text()) if names.exists() else {})
+    assert _client(bob).get("/models")["local"] == []
+    # The name still resolves to the registered model, which alice serves.
+    reply = _client(bob).post(
+        "/infer", {"model": "tiny", "inputs": INPUT, "timeout": 30}
+    )
+    assert reply["state"] == "completed", reply
+
+
+def test_local_provider_races_with_dht_providers(tmp_path, mesh_of):
+    alice, bob = mesh_of(2)
+    path, expected = _model(tmp_path)
+    _client(alice).post("/models", {"name": "tiny", "path": str(path)})
+    _wait_registered([bob], "tiny")
+    _client(bob).post("/models/fetch", {"name": "tiny"})
+    peers = {alice.runtime()["peer_id"], bob.runtime()["peer_id"]}
+
+    # Alice holds the model; the providers her tasks name must still be
+    # every provider the DHT knows, not only herself.
+    def both_listed():
+        reply = _client(alice).post(
+            "/infer", {"model": "tiny", "inputs": INPUT, "timeout": 30}
+        )
+        assert reply["state"] == "completed", reply
+        assert reply["outputs"] == expected
+        vertex = _client(alice).get(f"/dag/vertex/{reply['task_id']}")
+        return set(vertex["payload"]["providers"]) == peers
+
+    wait_for(both_listed, 25, "a task that names both providers", interval=0.5)
+
+
+def test_bad_task_setting_stops_start_before_networking(tmp_path):
+    daemon = Daemon(tmp_path / "node", env={"SYNAPTIC_MESH_TASKS_WORKERS": "0"})
+    daemon.init()
+    daemon.start()
+    assert daemon.process.wait(timeout=30) == 1
+    stderr = daemon.stderr()
+    assert (
+        "invalid setting tasks.workers=0 (from environment variable "
+        "SYNAPTIC_MESH_TASKS_WORKERS): must be from 1 to 64"
+    ) in stderr
+    assert "p2p service started" not in stderr
+    assert not (daemon.data_dir / "runtime.json").exists()
