@@ -37,13 +37,14 @@ schema is damage, not a fresh start.
 Public API:
     ``Store.open(path, *, network: str | None = None, create: bool = True,
     synchronous: str = "NORMAL", sample_size: int = 64,
-    rng: random.Random | None = None) -> Store``
+    rng: random.Random | None = None, quick_check: bool = False) -> Store``
     ``.write(vertices=(), accepted_ids=(), rejected_ids=()) -> None``
     ``.put_vertices(vertices) -> None``,
     ``.record_decisions(accepted_ids, rejected_ids=()) -> None``
     ``.get(vertex_id) -> Vertex | None``, ``.has(vertex_id) -> bool``,
     ``.status(vertex_id) -> VertexStatus | None``,
     ``.tail(n: int) -> list[Vertex]``, ``.accepted_ids() -> list[bytes]``,
+    ``.accepted_after(cursor: int, limit: int) -> list[tuple[int, bytes]]``,
     ``.processing() -> list[Vertex]``, ``.counts() -> dict[VertexStatus, int]``
     ``.put_public_key(key: PublicKey) -> None``,
     ``.get_public_key(key_id) -> PublicKey | None``,
@@ -188,6 +189,7 @@ class Store:
         synchronous: str = "NORMAL",
         sample_size: int = 64,
         rng: random.Random | None = None,
+        quick_check: bool = False,
     ) -> Store:
         """Open the store at ``path`` (a data directory or a file), checking it.
 
@@ -200,6 +202,9 @@ class Store:
                 (also survives power loss); see the module docstring.
             sample_size: rows whose id is recomputed during the open check.
             rng: picks the sampled rows; default seeded from the OS.
+            quick_check: also run SQLite's ``PRAGMA quick_check``, which reads
+                every page (about 2 ms for 3,000 vertices) and finds damage
+                that the sampled rows miss; the daemon turns it on at start.
 
         Raises:
             StoreCorrupted: the file exists but fails the open check.
@@ -228,6 +233,8 @@ class Store:
         except sqlite3.Error as exc:
             raise StoreCorrupted(path, f"SQLite cannot open it ({exc})") from None
         try:
+            if quick_check:
+                _quick_check(conn, path)
             store = cls._check_open(conn, path, network, sample_size, rng)
         except BaseException:
             conn.close()
@@ -518,6 +525,20 @@ class Store:
         )
         return [row[0] for row in rows]
 
+    def accepted_after(self, cursor: int, limit: int) -> list[tuple[int, bytes]]:
+        """Return up to `limit` accepted ``(position, id)`` pairs after `cursor`.
+
+        Positions grow in acceptance order, so parents come before children
+        and a reader pages through every accepted vertex by passing the last
+        position it saw. The genesis has position 0 and is never returned.
+        """
+        rows = self._conn.execute(
+            "SELECT decided_seq, id FROM vertices WHERE status = ? AND decided_seq > ? "
+            "ORDER BY decided_seq LIMIT ?",
+            (_ACCEPTED, cursor, limit),
+        )
+        return [(seq, vertex_id) for seq, vertex_id in rows]
+
     def processing(self) -> list[Vertex]:
         """Return undecided vertices in storage (topological) order.
 
@@ -583,6 +604,16 @@ def rebuild(
     from dag.repair import rebuild as rebuild_store
 
     return rebuild_store(path, network=network)
+
+
+def _quick_check(conn: sqlite3.Connection, path: Path) -> None:
+    try:
+        rows = conn.execute("PRAGMA quick_check(3)").fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise StoreCorrupted(path, f"SQLite reports {exc}") from None
+    if rows != [("ok",)]:
+        detail = "; ".join(str(row[0]) for row in rows)
+        raise StoreCorrupted(path, f"SQLite quick_check reports {detail}")
 
 
 def _row_problem(seq: int, vertex_id: bytes, data: bytes) -> str | None:

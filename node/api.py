@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import secrets
+import stat
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,8 +73,26 @@ def create_token(path: Path) -> str:
     return token
 
 
-def read_token(path: Path) -> str:
-    """Return the token stored at `path`."""
+def read_token(path: Path, *, private: bool = False) -> str:
+    """Return the token stored at `path`.
+
+    Args:
+        path: the token file.
+        private: refuse a file that group or others can access, as the
+            daemon does at start; the token grants full control of the node.
+
+    Raises:
+        NodeError: `private` is set and the file's mode is wider than 0600.
+        OSError: the file cannot be read.
+    """
+    if private:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise NodeError(
+                f"API token file {path} has mode {mode:04o} and is readable by "
+                f"other users; run `chmod 600 {path}` if the token was not "
+                "exposed, otherwise also write a new random token into it"
+            )
     return path.read_text(encoding="ascii").strip()
 
 

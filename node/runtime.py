@@ -207,8 +207,14 @@ class Node:
 
 
 @asynccontextmanager
-async def open_node(config: Config) -> AsyncIterator[Node]:
+async def open_node(config: Config, *, new_store: bool = False) -> AsyncIterator[Node]:
     """Start a node for `config` and yield it; stop everything on exit.
+
+    Args:
+        config: the node's settings.
+        new_store: create an empty DAG store if ``dag.sqlite3`` is missing;
+            without it a missing store is an error, because ``init`` creates
+            one and a store that vanished is data lost, not a fresh start.
 
     Raises:
         NodeError: the data directory is not initialised or a file in it is
@@ -217,13 +223,12 @@ async def open_node(config: Config) -> AsyncIterator[Node]:
         dag.DagError: the store is damaged.
     """
     from dag.keys import SigningKey
-    from dag.store import Store
     from p2p.host import HostConfig
     from p2p.service import open_service
 
     _check_initialised(config)
     signing_key = SigningKey.load(config.path(VERTEX_KEY_FILE))
-    token = read_token(config.path(TOKEN_FILE))
+    token = read_token(config.path(TOKEN_FILE), private=True)
     host_config = HostConfig(
         identity_path=config.path(IDENTITY_FILE),
         listen_addrs=config.p2p.listen,
@@ -233,7 +238,7 @@ async def open_node(config: Config) -> AsyncIterator[Node]:
     )
     gossip_params = _gossip_params(config)
 
-    store = Store.open(config.path(STORE_FILE), network=config.network)
+    store = _open_store(config, new_store)
     try:
         async with (
             open_service(host_config, gossip_params=gossip_params) as svc,
@@ -264,11 +269,13 @@ async def open_node(config: Config) -> AsyncIterator[Node]:
 
 async def _start(node: Node, shutdown: trio.Event) -> None:
     from node import routes
+    from node.catchup import Catchup
     from node.peering import PeerExchange
 
     config = node.config
     await node.dag.start()
     PeerExchange(node).start()
+    Catchup(node).start()
     routes.install(node)
     node.api_address = await node.nursery.start(
         serve_http, node.api, config.api.listen, "api", shutdown
@@ -322,6 +329,22 @@ def _gossip_params(config: Config) -> Any:
     from p2p.gossip import GossipParams
 
     return GossipParams(network=config.network)
+
+
+def _open_store(config: Config, new_store: bool) -> Any:
+    from dag.store import Store
+
+    path = config.path(STORE_FILE)
+    if not new_store and not path.exists():
+        raise NodeError(
+            f"DAG store {path} is missing; `synaptic-mesh init` created it, so it "
+            "was moved or deleted. Put it back, or run `synaptic-mesh start "
+            f"--data-dir {config.data_dir} --new-store` to start from an empty "
+            "store (keeping the identity) that resyncs from the peers"
+        )
+    # quick_check reads every page once, so a damaged file stops the start
+    # here instead of failing the first write much later.
+    return Store.open(path, network=config.network, quick_check=True)
 
 
 def _check_initialised(config: Config) -> None:

@@ -44,6 +44,14 @@ def register(subparsers) -> None:
         metavar="HOST:PORT",
         help="Prometheus /metrics address, or 'off' (default: 127.0.0.1:0)",
     )
+    parser.add_argument(
+        "--new-store",
+        action="store_true",
+        help=(
+            "if dag.sqlite3 is missing, start from an empty DAG store that resyncs "
+            "from the peers (default: a missing store is an error)"
+        ),
+    )
     parser.set_defaults(func=run)
 
 
@@ -61,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         "metrics.listen": args.metrics,
     }
     config = load_config(data_dir, env=os.environ, overrides=overrides)
-    code = run_daemon(config)
+    code = run_daemon(config, new_store=args.new_store)
     # Everything is closed by now. Interpreter teardown (freeing the modules
     # of libp2p, numpy and the rest) adds some hundreds of milliseconds that
     # only delay the exit a supervisor or a test is waiting for.

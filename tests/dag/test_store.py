@@ -292,3 +292,30 @@ def test_create_removes_leftover_temporary_files(tmp_path):
     Store.open(tmp_path, network=NETWORK).close()
     assert not leftover.exists()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def _overwrite_bytes(path, seed: int, spots: int = 4, width: int = 64) -> None:
+    rng = random.Random(seed)
+    data = bytearray(path.read_bytes())
+    for offset in rng.sample(range(len(data) - width), spots):
+        data[offset : offset + width] = rng.randbytes(width)
+    path.write_bytes(data)
+
+
+def test_quick_check_finds_overwritten_pages(tmp_path, genesis):
+    chain = _chain(genesis, 1000)
+    source = tmp_path / "source"
+    source.mkdir()
+    with Store.open(source, network=NETWORK) as store:
+        store.write(chain, accepted_ids=[v.id for v in chain])
+    sqlite3.connect(store.path).execute("PRAGMA wal_checkpoint(TRUNCATE)").close()
+    for seed in range(8):
+        copy = tmp_path / f"copy{seed}"
+        copy.mkdir()
+        target = copy / DEFAULT_FILENAME
+        target.write_bytes(store.path.read_bytes())
+        _overwrite_bytes(target, seed)
+        with pytest.raises(StoreCorrupted) as info:
+            Store.open(copy, network=NETWORK, quick_check=True, rng=random.Random(1))
+        assert str(target) in str(info.value)
+        assert "--rebuild" in str(info.value)

@@ -305,3 +305,96 @@ def test_second_signal_exits_at_once(tmp_path, daemons):
     assert daemon.process.wait(timeout=10) == 128 + signal.SIGTERM
     assert "exiting without a graceful stop" in daemon.stderr()
     assert not (daemon.data_dir / "runtime.json").exists()
+
+
+def _start_fails(daemon: Daemon) -> str:
+    daemon.start()
+    assert daemon.process.wait(timeout=30) == 1
+    stderr = daemon.stderr()
+    assert "Traceback" not in stderr
+    return stderr
+
+
+def test_damaged_store_stops_the_start(tmp_path, daemons):
+    import random
+
+    daemon = Daemon(tmp_path / "node")
+    daemons.append(daemon)
+    daemon.init()
+    store = daemon.data_dir / "dag.sqlite3"
+    data = bytearray(store.read_bytes())
+    rng = random.Random(3)
+    # A new store has few pages, so every one of them is hit.
+    for offset in range(0, len(data) - 64, max(len(data) // 4, 64)):
+        data[offset + 16 : offset + 80] = rng.randbytes(64)
+    store.write_bytes(data)
+    stderr = _start_fails(daemon)
+    assert f"DAG store {store} is damaged" in stderr
+    assert "--rebuild" in stderr
+
+
+def test_missing_store_stops_the_start_unless_asked(tmp_path, daemons):
+    daemon = Daemon(tmp_path / "node")
+    daemons.append(daemon)
+    daemon.init()
+    store = daemon.data_dir / "dag.sqlite3"
+    store.unlink()
+    stderr = _start_fails(daemon)
+    assert f"DAG store {store} is missing" in stderr
+    assert "--new-store" in stderr
+    assert not store.exists()
+
+    daemon.start("--new-store")
+    daemon.wait_ready()
+    assert store.exists()
+    assert daemon.stop()[0] == 0
+
+
+def test_lock_rejects_second_daemon_without_runtime_file(tmp_path, daemons):
+    daemon = Daemon(tmp_path / "node")
+    daemons.append(daemon)
+    daemon.init()
+    daemon.start()
+    info = daemon.wait_ready()
+    (daemon.data_dir / "runtime.json").unlink()
+    other = Daemon(daemon.data_dir)
+    other.stdout_path = tmp_path / "other.stdout"
+    other.stderr_path = tmp_path / "other.stderr"
+    daemons.append(other)
+    assert f"a daemon (pid {info['pid']}) is already running" in _start_fails(other)
+
+
+def test_restart_right_after_kill_9(tmp_path, daemons):
+    import os
+
+    daemon = Daemon(tmp_path / "node")
+    daemons.append(daemon)
+    daemon.init()
+    daemon.start()
+    daemon.wait_ready()
+    old = daemon.process
+    # Not reaped yet: the old pid still exists as a zombie, as it does for
+    # a moment under a supervisor, but its lock is already released.
+    os.kill(old.pid, signal.SIGKILL)
+    wait_for(lambda: _is_zombie(old.pid), 10, "killed daemon to exit")
+    daemon.start()
+    daemon.wait_ready()
+    old.wait(timeout=10)
+    assert daemon.stop()[0] == 0
+
+
+def _is_zombie(pid: int) -> bool:
+    from pathlib import Path
+
+    return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] == "Z"
+
+
+def test_token_readable_by_others_stops_the_start(tmp_path, daemons):
+    daemon = Daemon(tmp_path / "node")
+    daemons.append(daemon)
+    daemon.init()
+    token = daemon.data_dir / "api.token"
+    token.chmod(0o666)
+    stderr = _start_fails(daemon)
+    assert f"{token} has mode 0666" in stderr
+    assert f"chmod 600 {token}" in stderr
