@@ -56,16 +56,27 @@ def _register_train(commands) -> None:
         help="neurons per layer without biases, inputs first: e.g. 8,4,2",
     )
     train.add_argument(
-        "--hidden-activation", default="sigmoid_symmetric", help=ACTIVATION_HELP
+        "--hidden-activation",
+        default="sigmoid_symmetric",
+        help=ACTIVATION_HELP + " (default sigmoid_symmetric)",
     )
-    train.add_argument("--output-activation", default="sigmoid", help=ACTIVATION_HELP)
+    train.add_argument(
+        "--output-activation",
+        default="sigmoid",
+        help=ACTIVATION_HELP + " (default sigmoid)",
+    )
     train.add_argument(
         "--steepness",
         type=float,
         default=0.5,
         help="activation steepness (default 0.5)",
     )
-    train.add_argument("--algorithm", choices=ALGORITHMS, default="rprop")
+    train.add_argument(
+        "--algorithm",
+        choices=ALGORITHMS,
+        default="rprop",
+        help="training algorithm, as FANN names them (default rprop)",
+    )
     train.add_argument(
         "--error-function",
         choices=("tanh", "linear"),
@@ -76,7 +87,7 @@ def _register_train(commands) -> None:
         "--stop-function",
         choices=("mse", "bit"),
         default="mse",
-        help="compare --desired-error with the MSE or the bit fail count",
+        help="compare --desired-error with the MSE or the bit fail count (default mse)",
     )
     train.add_argument(
         "--learning-rate",
@@ -84,13 +95,20 @@ def _register_train(commands) -> None:
         default=0.7,
         help="for incremental, batch and quickprop (default 0.7)",
     )
-    train.add_argument("--momentum", type=float, default=0.0, help="incremental only")
-    train.add_argument("--epochs", type=int, default=1000, help="maximum epochs")
+    train.add_argument(
+        "--momentum",
+        type=float,
+        default=0.0,
+        help="learning momentum, incremental only (default 0)",
+    )
+    train.add_argument(
+        "--epochs", type=int, default=1000, help="maximum epochs (default 1000)"
+    )
     train.add_argument(
         "--desired-error",
         type=float,
         default=0.0,
-        help="stop once the epoch's MSE (or bit fail) is at or below this",
+        help="stop once the epoch's MSE (or bit fail) is at or below this (default 0)",
     )
     train.add_argument("--seed", type=int, help="random seed (default: fresh entropy)")
     train.add_argument(

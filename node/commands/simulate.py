@@ -97,13 +97,43 @@ def _add_consensus_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "consensus parameters (default: avalanchego's 20/15/15/20/4)"
     )
-    group.add_argument("--k", type=int, default=20, help="nodes sampled per poll")
-    group.add_argument("--alpha-preference", type=int, default=15)
-    group.add_argument("--alpha-confidence", type=int, default=15)
-    group.add_argument("--beta", type=int, default=20)
-    group.add_argument("--concurrent-repolls", type=int, default=4)
     group.add_argument(
-        "--poll-timeout", type=float, default=2.0, help="seconds (default 2)"
+        "--k", type=int, default=20, help="nodes sampled per poll (default 20)"
+    )
+    group.add_argument(
+        "--alpha-preference",
+        type=int,
+        metavar="N",
+        default=15,
+        help="votes in one poll that change a preference (default 15)",
+    )
+    group.add_argument(
+        "--alpha-confidence",
+        type=int,
+        metavar="N",
+        default=15,
+        help="votes in one poll that count towards confidence (default 15)",
+    )
+    group.add_argument(
+        "--beta",
+        type=int,
+        metavar="N",
+        default=20,
+        help="consecutive successful polls that accept a vertex (default 20)",
+    )
+    group.add_argument(
+        "--concurrent-repolls",
+        type=int,
+        metavar="N",
+        default=4,
+        help="polls kept in flight while vertices are processing (default 4)",
+    )
+    group.add_argument(
+        "--poll-timeout",
+        type=float,
+        metavar="S",
+        default=2.0,
+        help="seconds before an unanswered poll counts as failed (default 2)",
     )
 
 

@@ -19,7 +19,7 @@ def register(subparsers) -> None:
             "handwritten digits (or on --train/--test FANN .data files), add it "
             "to provider nodes, submit test rows as tasks from random nodes, and "
             "print latency, finality, accuracy and memory. Exits 0 only if every "
-            "check held: all tasks answered, accuracy above 90%%, answers equal to "
+            "check held: all tasks answered, accuracy above 90%, answers equal to "
             "local inference, the same accepted vertices on every node, and a "
             "clean stop on SIGTERM."
         ),

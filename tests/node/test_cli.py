@@ -92,3 +92,25 @@ def test_init_and_status_on_a_file_path_give_clear_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "is a file, not a directory" in err
     assert "does not exist" not in err
+
+
+def _all_parsers(parser, prefix=()):
+    import argparse
+
+    yield prefix, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _all_parsers(sub, (*prefix, name))
+
+
+def test_every_option_has_help_without_doubled_percent():
+    from node.cli import build_parser
+
+    missing = []
+    for path, parser in _all_parsers(build_parser()):
+        for action in parser._actions:
+            if action.option_strings and not action.help:
+                missing.append(f"{' '.join(path)} {action.option_strings[0]}")
+        assert "%%" not in parser.format_help(), path
+    assert missing == []
