@@ -42,6 +42,9 @@ and the thresholds are bitwise comparisons (`dag.consensus_sets`). A poll
 therefore costs big-int operations plus Python work only for vertices whose
 confidence starts, resets or finalizes, never a walk over the DAG.
 
+A poll whose vertices were all decided while it was in flight is dropped as if lost:
+it neither resets confidence nor counts as a failed poll.
+
 No quorum. When polls fail for want of replies (timeouts, too few peers), or
 ``beta`` polls in a row fail on split votes, the engine re-polls its frontier
 after a delay that doubles up to ``repoll_backoff_max``, with one poll per
@@ -163,6 +166,7 @@ class EngineStats:
     polls_sent: int
     polls_completed: int
     polls_failed: int
+    polls_stale: int
     replies_missing: int
     replies_unexpected: int
     replies_invalid: int
@@ -450,6 +454,7 @@ class Avalanche:
             polls_sent=c["polls_sent"],
             polls_completed=self._poll_no,
             polls_failed=c["polls_failed"],
+            polls_stale=c["polls_stale"],
             replies_missing=c["replies_missing"],
             replies_unexpected=c["replies_unexpected"],
             replies_invalid=c["replies_invalid"],
@@ -692,20 +697,30 @@ class Avalanche:
 
     def _apply(self, poll: _Poll, now: float) -> None:
         """Apply one poll's votes: strengths, preference, confidence, accepts."""
-        self._poll_no += 1
         params = self.params
-        planes = [0] * params.k.bit_length()
         closures = []
         groups: dict[tuple, int] = {}
         for votes in poll.replies:
             groups[votes] = groups.get(votes, 0) + 1
+        # A poll counts only for vertices that existed when it was sent.
+        universe = self._proc_mask & ((1 << poll.snapshot) - 1)
+        touched = 0
         for votes, weight in groups.items():
             mask = self._closure_mask(votes)
             if mask:
                 closures.append((mask, weight))
-                add_weighted(planes, mask, weight)
-        # A poll counts only for vertices that existed when it was sent.
-        universe = self._proc_mask & ((1 << poll.snapshot) - 1)
+                touched |= mask
+        if not (touched & universe) and not self._asks_processing(poll.batch):
+            # Everything the poll asked about was decided while it was in
+            # flight. Its votes say nothing about what is still processing,
+            # so it is dropped as if it had been lost: it neither resets
+            # confidence nor counts as a failure that leads to backoff.
+            self._counters["polls_stale"] += 1
+            return
+        self._poll_no += 1
+        planes = [0] * params.k.bit_length()
+        for mask, weight in closures:
+            add_weighted(planes, mask, weight)
         quorum = at_least(planes, params.alpha_preference, universe) != 0
         if self._contested and self._record_strengths(closures, poll.snapshot):
             quorum = True
@@ -724,6 +739,14 @@ class Avalanche:
             self._next_poll_at = -math.inf
         else:
             self._record_failure(now, len(poll.replies))
+
+    def _asks_processing(self, batch: tuple) -> bool:
+        vertices = self._vertices
+        for vid in batch:
+            vertex = vertices.get(vid)
+            if vertex is not None and vertex.state == _PROCESSING:
+                return True
+        return False
 
     def _closure_mask(self, votes: tuple) -> int:
         mask = 0

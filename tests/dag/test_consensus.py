@@ -162,6 +162,27 @@ def test_beta_rule_failed_poll_resets_confidence():
     assert driver.engine.status(1) is Status.ACCEPTED
 
 
+def test_replies_about_decided_vertices_are_neutral():
+    params = AvalancheParams(
+        k=4, alpha_preference=3, alpha_confidence=3, beta=3, concurrent_repolls=3
+    )
+    driver = Driver(params)
+    driver.add(1)
+    for _ in range(params.beta):
+        driver.answer(echo)
+    assert driver.engine.status(1) is Status.ACCEPTED
+    # Two polls about vertex 1 were sent before it was accepted.
+    assert {s.vertex_ids for s in driver.outbox} == {(1,)}
+    driver.add(2, parents=(1,))
+    driver.answer(echo)
+    driver.answer(echo)
+    stats = driver.engine.stats()
+    assert (stats.polls_failed, stats.polls_stale) == (0, 2)
+    assert stats.repoll_backoff == 0.0
+    assert driver.settle(echo) == params.beta
+    assert driver.engine.stats().polls_failed == 0
+
+
 def test_missing_replies_count_as_no_vote():
     driver = Driver()
     driver.add(1)
