@@ -618,6 +618,9 @@ def _quick_check(conn: sqlite3.Connection, path: Path) -> None:
 
 def _row_problem(seq: int, vertex_id: bytes, data: bytes) -> str | None:
     """Return what is wrong with one stored row, or None if it is intact."""
+    # Damaged pages can turn a NOT NULL BLOB into NULL, an integer or text.
+    if not isinstance(vertex_id, bytes) or not isinstance(data, bytes):
+        return f"row {seq} has a damaged id or data column"
     try:
         vertex = codec.decode_vertex(data)
     except codec.DecodeError as exc:

@@ -319,3 +319,9 @@ def test_quick_check_finds_overwritten_pages(tmp_path, genesis):
             Store.open(copy, network=NETWORK, quick_check=True, rng=random.Random(1))
         assert str(target) in str(info.value)
         assert "--rebuild" in str(info.value)
+
+
+def test_row_with_non_blob_id_is_corrupted(tmp_path, genesis):
+    store, chain = _filled(tmp_path, genesis, length=4)
+    _damage(store.path, "UPDATE vertices SET id = 'text' WHERE seq = 2")
+    _assert_corrupted(store.path, "damaged id or data column")

@@ -316,20 +316,28 @@ def _start_fails(daemon: Daemon) -> str:
 
 
 def test_damaged_store_stops_the_start(tmp_path, daemons):
-    import random
+    import sqlite3
+
+    from dag.store import Store
+    from dag.vertex import genesis_vertex
+    from tests.dag.helpers import child, seeded_key
+    from tests.dag.test_store import _overwrite_bytes
 
     daemon = Daemon(tmp_path / "node")
     daemons.append(daemon)
-    daemon.init()
-    store = daemon.data_dir / "dag.sqlite3"
-    data = bytearray(store.read_bytes())
-    rng = random.Random(3)
-    # A new store has few pages, so every one of them is hit.
-    for offset in range(0, len(data) - 64, max(len(data) // 4, 64)):
-        data[offset + 16 : offset + 80] = rng.randbytes(64)
-    store.write_bytes(data)
+    daemon.init("--network", "lab")
+    key = seeded_key("damage")
+    chain = [child(key, [genesis_vertex("lab")], 0)]
+    for n in range(1, 500):
+        chain.append(child(key, [chain[-1]], n))
+    with Store.open(daemon.data_dir) as store:
+        store.write(chain, accepted_ids=[v.id for v in chain])
+    sqlite3.connect(store.path).execute("PRAGMA wal_checkpoint(TRUNCATE)").close()
+    # This seed hits only index pages: every row still decodes and hashes to
+    # its id, so only SQLite's own page check finds the damage.
+    _overwrite_bytes(store.path, 174)
     stderr = _start_fails(daemon)
-    assert f"DAG store {store} is damaged" in stderr
+    assert f"DAG store {store.path} is damaged" in stderr
     assert "--rebuild" in stderr
 
 
