@@ -89,7 +89,14 @@ def _publish_args(body: Any) -> tuple[str, str, float]:
         raise ApiError(
             400, f"topic={topic!r} must be 1 to 64 characters of A-Z, a-z, 0-9, . _ / -"
         )
-    if not isinstance(message, str) or len(message.encode()) > MAX_MESSAGE_BYTES:
+    if not isinstance(message, str):
+        raise ApiError(400, "message must be a string")
+    try:
+        size = len(message.encode("utf-8"))
+    except UnicodeEncodeError:
+        # JSON can carry lone surrogates (\udce9), which no UTF-8 text holds.
+        raise ApiError(400, "message is not valid Unicode text") from None
+    if size > MAX_MESSAGE_BYTES:
         raise ApiError(
             400, f"message must be a string of at most {MAX_MESSAGE_BYTES} bytes"
         )

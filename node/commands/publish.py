@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from node import NodeError
 from node.commands._common import add_data_dir, client_of, print_json
 
 
@@ -32,6 +33,13 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        args.message.encode("utf-8")
+    except UnicodeEncodeError:
+        # Python keeps argument bytes that are not UTF-8 as lone surrogates.
+        raise NodeError(
+            "MESSAGE is not UTF-8 text; convert it first, e.g. with iconv"
+        ) from None
     result = client_of(args).post(
         "/publish",
         {"topic": args.topic, "message": args.message, "timeout": args.timeout},

@@ -406,3 +406,27 @@ def test_token_readable_by_others_stops_the_start(tmp_path, daemons):
     stderr = _start_fails(daemon)
     assert f"{token} has mode 0666" in stderr
     assert f"chmod 600 {token}" in stderr
+
+
+def test_publish_of_non_utf8_text_is_a_clear_error(tmp_path, daemons):
+    from node.client import ApiCallError
+
+    daemon = Daemon(tmp_path / "node")
+    daemons.append(daemon)
+    daemon.init()
+    daemon.start()
+    daemon.wait_ready()
+    # The byte 0xe9 alone is Latin-1, not UTF-8; Python passes it on as the
+    # lone surrogate \udce9.
+    result = daemon.cli("publish", "t", "caf\udce9")
+    assert result.returncode == 1
+    assert "MESSAGE is not UTF-8 text" in result.stderr
+    assert "Traceback" not in result.stderr
+
+    client = ApiClient.from_data_dir(daemon.data_dir)
+    with pytest.raises(ApiCallError, match="not valid Unicode") as info:
+        client.post("/publish", {"topic": "t", "message": "caf\udce9"})
+    assert info.value.status == 400
+    assert "Traceback" not in daemon.stderr()
+    published = daemon.cli("publish", "t", "café", "--timeout", "0")
+    assert published.returncode == 0, published.stderr
