@@ -309,6 +309,10 @@ class _Simulation:
             engine = Avalanche(params.consensus, rng, self_id=i)
             engine.set_peers(range(n), 0.0)
             self.nodes[i] = _Honest(engine)
+        # Engine of each node by index, None for Byzantine nodes.
+        self.engines: list[Avalanche | None] = [None] * n
+        for i, node in self.nodes.items():
+            self.engines[i] = node.engine
         self.heap: list = []
         self.seq = 0
         self.now = 0.0
@@ -332,7 +336,7 @@ class _Simulation:
         self.events = 0
         self.latency = params.latency_ms / 1000
         self.jitter = params.jitter_ms / 1000
-        # (poller, request id) -> [deadline, last reply time, replies]
+        # (poller, request id) -> poll record, laid out in `open_poll`
         self.poll_replies: dict[tuple[int, int], list] = {}
         self.partitions_on = bool(params.partitions)
         self.loss = params.loss
@@ -441,8 +445,7 @@ class _Simulation:
         else:
             reply_at = self.now + latency + latency
         if reply_at < record[0]:
-            if reply_at > record[1]:
-                record[1] = reply_at
+            record[1] = max(record[1], reply_at)
         else:
             reply_at = None
         record[3].append((peer, reply_at))
@@ -453,16 +456,16 @@ class _Simulation:
         replies = record[2]
         batch = record[4]
         now = self.now
-        byzantine = self.byzantine
         silent = self.params.byzantine_mode == "silent"
-        nodes = self.nodes
+        engines = self.engines
         for peer, reply_at in record[3]:
-            if peer in byzantine:
+            engine = engines[peer]
+            if engine is None:
                 if silent:
                     continue
                 votes = self.byzantine_votes(batch)
             else:
-                out = nodes[peer].engine.on_poll(poller, request_id, batch, now)
+                out = engine.on_poll(poller, request_id, batch, now)
                 votes = out[0].votes
                 if len(out) > 1:
                     self.perform(peer, out[1:])
@@ -475,6 +478,7 @@ class _Simulation:
     def perform(self, node_id: int, actions: list) -> None:
         opened: list = []
         record = None
+        reliable = self.reliable
         for action in actions:
             kind = type(action)
             if kind is SendPoll:
@@ -482,7 +486,7 @@ class _Simulation:
                 # poll's record is looked up once, not once per peer.
                 if record is None or record[5] != action.request_id:
                     record = self.open_poll(node_id, action, opened)
-                if self.reliable:
+                if reliable:
                     self.send_request_reliable(record, action.peer)
                 else:
                     self.send_request(node_id, record, action.peer)
@@ -730,13 +734,16 @@ class _Simulation:
         total_pairs = params.vertices * len(self.honest_ids)
         last_report = time.monotonic()
         finished = False
+        pop = heapq.heappop
+        handle = self.handle
+        max_time = params.max_time
         while heap:
-            at, _, node_id, kind, src, a, b, c = heapq.heappop(heap)
-            if at > params.max_time:
+            at, _, node_id, kind, src, a, b, c = pop(heap)
+            if at > max_time:
                 break
             self.now = at
             self.events += 1
-            self.handle(node_id, kind, src, a, b, c)
+            handle(node_id, kind, src, a, b, c)
             if self.decided_pairs >= total_pairs and self.next_vid > params.vertices:
                 finished = True
                 break
