@@ -625,22 +625,25 @@ def parse_data(text: str, source: str = "<string>") -> TrainingData:
         or not np.all(np.isfinite(values))
         or any("," in t or "_" in t for t in body)
     ):
-        values = _slow_parse(text, source, rows, num_in, num_out)
+        values = _slow_parse(text, source, rows, num_in, num_out, len(body))
     values = values.reshape(rows, num_in + num_out)
     return TrainingData(values[:, :num_in], values[:, num_in:])
 
 
-def _slow_parse(text, source, rows, num_in, num_out) -> np.ndarray:
+def _slow_parse(text, source, rows, num_in, num_out, available) -> np.ndarray:
     """Find the exact token at fault and raise, or parse token by token."""
     width = num_in + num_out
-    values = np.empty(rows * width)
+    total = rows * width
+    # The header alone must not size the buffer: a count of 10**12 would ask
+    # for terabytes before the short body is noticed.
+    values = np.empty(min(total, available))
     stream = _token_lines(text)
     for _ in range(3):
         next(stream)
     count = 0
     lineno = 1
     for lineno, token in stream:
-        if count == values.size:
+        if count == total:
             raise FileFormatError(
                 source,
                 lineno,
@@ -652,13 +655,13 @@ def _slow_parse(text, source, rows, num_in, num_out) -> np.ndarray:
         part = f"input {col}" if col < num_in else f"output {col - num_in}"
         values[count] = _float(token, source, lineno, f"a number ({part} of row {row})")
         count += 1
-    if count < values.size:
+    if count < total:
         row, col = divmod(count, width)
         raise FileFormatError(
             source,
             lineno,
             "<end of file>",
-            f"{values.size} values for {rows} rows of {num_in} inputs and {num_out} "
+            f"{total} values for {rows} rows of {num_in} inputs and {num_out} "
             f"outputs, but the file ends in row {row} after {count} values",
         )
     return values

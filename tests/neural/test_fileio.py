@@ -242,6 +242,17 @@ def test_data_error_too_few_rows():
     assert "3 rows" in error.expected
 
 
+@pytest.mark.parametrize(
+    "header", ["999999999999 2 1", "1000000000 2000000000 1", "3 1 99999999999"]
+)
+def test_data_error_huge_header_counts(header):
+    # The counts must be checked against the body before any buffer is sized
+    # from them; sizing first fails with MemoryError or "array is too big".
+    error = _data_error(f"{header}\n0 0\n1\n")
+    assert (error.line, error.token) == (3, "<end of file>")
+    assert "the file ends in row" in error.expected
+
+
 def test_data_error_too_many_values():
     error = _data_error("1 2 1\n0 0\n0\n1 1\n")
     assert (error.line, error.token) == (4, "1")
