@@ -84,6 +84,13 @@ _TICK = 5
 _RECENT_CONFLICTS = 32
 # Seconds between gossip repair rounds (GossipSub's default heartbeat is 1 s).
 _GOSSIP_HEARTBEAT = 1.0
+# Repair rounds drawn for one lost vertex before it is delivered anyway. Even
+# at loss 0.99 a vertex reaches it with odds 4e-5, so real runs do not change;
+# near loss 1 it keeps one message from redrawing for hours.
+_MAX_GOSSIP_REPAIRS = 1000
+# Largest runs `SimParams.validate` accepts; they bound memory and run time.
+MAX_NODES = 10_000
+MAX_VERTICES = 1_000_000
 # A double-spend picks its target among the last few issued vertices.
 _CONFLICT_WINDOW = 8
 
@@ -165,12 +172,17 @@ class SimParams:
         problems = []
         if self.nodes < 2:
             problems.append(f"nodes={self.nodes} must be at least 2")
+        elif self.nodes > MAX_NODES:
+            problems.append(f"nodes={self.nodes} must be at most {MAX_NODES}")
         if self.vertices < 1:
             problems.append(f"vertices={self.vertices} must be at least 1")
-        for name in ("conflict_rate", "loss"):
-            value = getattr(self, name)
-            if not 0 <= value <= 1:
-                problems.append(f"{name}={value} must be in [0, 1]")
+        elif self.vertices > MAX_VERTICES:
+            problems.append(f"vertices={self.vertices} must be at most {MAX_VERTICES}")
+        if not 0 <= self.conflict_rate <= 1:
+            problems.append(f"conflict_rate={self.conflict_rate} must be in [0, 1]")
+        # At loss 1 no vertex ever arrives, so no run could finish.
+        if not 0 <= self.loss < 1:
+            problems.append(f"loss={self.loss} must be in [0, 1)")
         if not 0 <= self.byzantine < 1:
             problems.append(f"byzantine={self.byzantine} must be in [0, 1)")
         elif self.nodes - self.byzantine_count < 1:
@@ -375,7 +387,9 @@ class _Simulation:
             # Gossip repairs a lost vertex at its next heartbeat (GossipSub's
             # IHAVE/IWANT), so each loss delays the vertex by one heartbeat.
             sent_at = self.now
-            while self.rng.random() < self.loss:
+            for _ in range(_MAX_GOSSIP_REPAIRS):
+                if self.rng.random() >= self.loss:
+                    break
                 self.messages += 1
                 sent_at += _GOSSIP_HEARTBEAT
             self.messages += 1

@@ -221,3 +221,36 @@ def test_cli_plot_writes_png(tmp_path):
     path = tmp_path / "latency.png"
     assert main([*SMALL_RUN, "--plot", str(path)]) == 0
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--loss", "1"], "loss=1.0 must be in [0, 1)"),
+        (["--loss", "nan"], "loss=nan must be in [0, 1)"),
+        (["--nodes", "10001"], "nodes=10001 must be at most 10000"),
+        (["--vertices", "1000001"], "vertices=1000001 must be at most 1000000"),
+    ],
+)
+def test_cli_rejects_out_of_range_sizes(capsys, args, expected):
+    assert main(["simulate", *args]) == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_loss_near_one_cannot_spin():
+    import signal
+
+    def too_slow(signum, frame):
+        raise AssertionError("the simulation kept redrawing lost messages")
+
+    # Each redraw of a lost vertex costs one random number; at this loss an
+    # unbounded redraw loop needs about 10**12 of them for one message.
+    previous = signal.signal(signal.SIGALRM, too_slow)
+    signal.alarm(20)
+    try:
+        params = SimParams(nodes=20, vertices=2, loss=1 - 1e-12, max_time=60.0)
+        result = simulate(params, 1)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert result.vertices == 2
