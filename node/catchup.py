@@ -188,6 +188,9 @@ class Catchup:
         self.requested = 0
         self.rounds = 0
         self.failed = 0
+        # Ids that a round is fetching, so two peers' rounds do not both
+        # request the same vertices.
+        self._inflight: set[bytes] = set()
 
     def start(self) -> None:
         self.node.p2p.reqresp.set_handler(ACCEPTED_METHOD, self._handle_accepted)
@@ -309,14 +312,19 @@ class Catchup:
 
         dag = self.node.dag
         outcome = "stored"
-        for start in range(0, len(missing), MAX_FETCH_IDS):
-            chunk = missing[start : start + MAX_FETCH_IDS]
-            if not await self._wait_for_room(len(chunk)):
-                log.info("catch-up paused, consensus full peer_id=%s", peer)
-                outcome = "no room"
-                break
-            self.requested += len(chunk)
-            await dag._fetch_vertices(peer, chunk)
+        mine = [v for v in missing if v not in self._inflight]
+        self._inflight.update(mine)
+        try:
+            for start in range(0, len(mine), MAX_FETCH_IDS):
+                chunk = mine[start : start + MAX_FETCH_IDS]
+                if not await self._wait_for_room(len(chunk)):
+                    log.info("catch-up paused, consensus full peer_id=%s", peer)
+                    outcome = "no room"
+                    break
+                self.requested += len(chunk)
+                await dag._fetch_vertices(peer, chunk)
+        finally:
+            self._inflight.difference_update(mine)
         # A vertex can still wait in admission for its author's key or a
         # parent, which are fetched in the background. The next round checks it
         # again.
