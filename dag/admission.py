@@ -12,9 +12,9 @@ Theory and invariants:
   The genesis of the network is admitted from the start.
 - Cheap checks run first, each with a reason that is counted per peer: unknown
   scheme, no parents (only the genesis has none), too many parents, oversized
-  payload, self-reference, timestamp beyond the maximum clock skew, and a
-  signature of the wrong length. The signature is verified only after these,
-  and only once per vertex id. Duplicates of admitted or waiting vertices
+  payload, self-reference, timestamp beyond the maximum clock skew or older
+  than ``max_age_ms``, and a signature of the wrong length. The signature is
+  verified only after these, and only once per vertex id. Duplicates of admitted or waiting vertices
   cost a set lookup.
 - Reasons that depend only on a vertex's content are remembered by id in a
   bounded cache, so a repeat costs a lookup. A bad signature is never
@@ -82,6 +82,7 @@ class Reason(enum.StrEnum):
     MALFORMED_KEY = "malformed_key"
     UNKNOWN_SCHEME = "unknown_scheme"
     FUTURE_TIMESTAMP = "future_timestamp"
+    STALE_TIMESTAMP = "stale_timestamp"
     NO_PARENTS = "no_parents"
     TOO_MANY_PARENTS = "too_many_parents"
     OVERSIZED_PAYLOAD = "oversized_payload"
@@ -131,6 +132,10 @@ class AdmissionParams:
     # Hosts without NTP drift by seconds; 30 s admits them but limits how far
     # ahead an author can date a vertex.
     max_clock_skew_ms: int = 30_000
+    # Oldest timestamp admitted, as an age before ``now``; None admits any.
+    # A node that joins or restarts fetches history as old as the network,
+    # so a bound must exceed the network's age, not the downtime of a node.
+    max_age_ms: int | None = None
     max_orphans: int = 10_000
     max_orphans_per_peer: int = 1_000
     # Seconds a vertex may wait for its key or parents before it is dropped.
@@ -158,6 +163,8 @@ class AdmissionParams:
             )
         if self.max_clock_skew_ms < 0:
             raise ValueError(f"max_clock_skew_ms={self.max_clock_skew_ms} must be >= 0")
+        if self.max_age_ms is not None and self.max_age_ms < 0:
+            raise ValueError(f"max_age_ms={self.max_age_ms} must be >= 0 or None")
         if not 1 <= self.max_orphans_per_peer <= self.max_orphans:
             raise ValueError(
                 f"max_orphans_per_peer={self.max_orphans_per_peer} must be in "
@@ -473,6 +480,11 @@ class Admission:
             return Reason.SELF_REFERENCE
         if vertex.timestamp_ms > now * 1000 + params.max_clock_skew_ms:
             return Reason.FUTURE_TIMESTAMP
+        if (
+            params.max_age_ms is not None
+            and vertex.timestamp_ms < now * 1000 - params.max_age_ms
+        ):
+            return Reason.STALE_TIMESTAMP
         if len(vertex.signature) != info.signature_bytes:
             return Reason.BAD_SIGNATURE
         for parent in vertex.parents:

@@ -141,6 +141,20 @@ def test_future_timestamp_rejected(genesis):
     assert _admitted(core.on_vertex("p", late, NOW + 1)) == [late.id]
 
 
+def test_stale_timestamp_rejected_but_old_history_admitted(genesis):
+    day_ms = 86_400_000
+    core = _admission(genesis, max_age_ms=365 * day_ms)
+    now_ms = int(NOW * 1000)
+    # A month-old vertex, as a restarted node fetches while it catches up.
+    old = child(ALICE, [genesis], 1, timestamp_ms=now_ms - 30 * day_ms)
+    epoch = child(ALICE, [genesis], 2, timestamp_ms=0)
+    assert _admitted(core.on_vertex("p", old, NOW)) == [old.id]
+    assert _rejected(core.on_vertex("p", epoch, NOW)) == [
+        (epoch.id, Reason.STALE_TIMESTAMP)
+    ]
+    assert core.rejection_counts("p") == {Reason.STALE_TIMESTAMP: 1}
+
+
 def test_too_many_parents_rejected(genesis):
     core = _admission(genesis, max_parents=2)
     parents = [child(ALICE, [genesis], n) for n in range(3)]
