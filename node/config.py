@@ -178,8 +178,13 @@ class ConsensusSettings(_Section):
     alpha_confidence: int = _setting(
         2, "votes in one poll that count towards confidence", lo=1, hi=1000
     )
+    # With k=3 a poll needs only one other node's vote, so beta carries the
+    # safety margin: in `synaptic-mesh simulate` runs of 10 nodes with half
+    # of the vertices conflicting and 50 ms + up to 1.5 s of jitter, beta=8
+    # let two honest nodes accept different vertices in 1 of 120 seeds and
+    # beta=12 in none (an estimate from 120 seeds, not a bound).
     beta: int = _setting(
-        8, "consecutive successful polls that accept a vertex", lo=1, hi=1000
+        12, "consecutive successful polls that accept a vertex", lo=1, hi=1000
     )
     concurrent_repolls: int = _setting(
         4, "polls kept in flight while vertices are processing", lo=1, hi=1000

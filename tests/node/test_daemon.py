@@ -224,7 +224,7 @@ def test_bad_value_in_config_file_names_file(tmp_path):
     daemon = Daemon(tmp_path / "node")
     daemon.init()
     path = daemon.data_dir / "config.toml"
-    path.write_text(path.read_text().replace("beta = 8", "beta = 0"))
+    path.write_text(path.read_text().replace("beta = 12", "beta = 0"))
     daemon.start()
     assert daemon.process.wait(timeout=30) == 1
     assert f"invalid setting consensus.beta=0 (from {path})" in daemon.stderr()
