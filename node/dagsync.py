@@ -62,7 +62,11 @@ class DagSync:
         self.node = node
         self.store = node.store
         self.genesis = genesis_vertex(node.config.network)
-        self.admission = Admission(AdmissionParams(), self.genesis.id)
+        # A year: far older than any node's downtime, so catch-up still
+        # fetches its history, while 1970 and other made-up dates are refused.
+        self.admission = Admission(
+            AdmissionParams(max_age_ms=365 * 86_400_000), self.genesis.id
+        )
         self.engine = Avalanche(
             consensus_params(node.config), node.rng, self_id=node.peer_id
         )

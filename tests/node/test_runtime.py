@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
@@ -181,10 +182,15 @@ async def test_invalid_vertices_logged_and_contained(tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="node.dagsync")
     async with _mesh(tmp_path, 2) as (honest, sender):
         genesis = honest.dag.genesis.id
-        good = create_vertex(sender.signing_key, [genesis], "note", {"n": 5}, (), 0)
+        now_ms = int(time.time() * 1000)
+        good = create_vertex(
+            sender.signing_key, [genesis], "note", {"n": 5}, (), now_ms
+        )
         forged = dataclasses.replace(good, signature=bytes(len(good.signature)))
         # Valid encoding, so gossip forwards it; admission must reject it.
         await sender.p2p.gossip.publish("vertices/1", codec.encode_vertex(forged))
+        epoch = create_vertex(sender.signing_key, [genesis], "note", {"n": 7}, (), 0)
+        await sender.p2p.gossip.publish("vertices/1", codec.encode_vertex(epoch))
 
         with pytest.raises(RemoteError):
             await sender.p2p.reqresp.request(
@@ -196,14 +202,18 @@ async def test_invalid_vertices_logged_and_contained(tmp_path, caplog):
             )
 
         with trio.fail_after(20):
-            while "reason=bad_signature" not in caplog.text:
+            while not all(
+                f"reason={reason}" in caplog.text
+                for reason in ("bad_signature", "stale_timestamp")
+            ):
                 await trio.sleep(0.05)
         assert f"vertex rejected peer_id={sender.peer_id}" in caplog.text
         name = "synaptic_mesh_invalid_messages_total"
         assert honest.metrics.value(name, reason="bad_signature") == 1
         assert honest.vertex_status(forged.id) == "unknown"
         counts = honest.dag.admission.rejection_counts(sender.peer_id)
-        assert counts == {"bad_signature": 1}
+        assert counts == {"bad_signature": 1, "stale_timestamp": 1}
+        assert honest.vertex_status(epoch.id) == "unknown"
 
         # Both nodes still agree on new vertices afterwards.
         vertex_id = await sender.issue_vertex("note", {"n": 6})
