@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from typing import Final, TextIO
@@ -88,9 +89,9 @@ def route_libp2p_logging() -> None:
     """
     import libp2p  # noqa: F401  (its import is what detaches the logger)
 
-    libp2p_logger = logging.getLogger("libp2p")
-    if libp2p_logger.handlers:
+    if os.environ.get("LIBP2P_DEBUG"):
         return
+    libp2p_logger = logging.getLogger("libp2p")
     libp2p_logger.propagate = True
     libp2p_logger.setLevel(max(logging.getLogger().level, logging.WARNING))
     for name in _QUIET_LIBP2P_LOGGERS:
