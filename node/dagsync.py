@@ -139,6 +139,9 @@ class DagSync:
         except (ValueError, codec.DecodeError) as error:
             raise NodeError(f"cannot issue {payload_type} vertex: {error}") from None
 
+        # After a restart admission learns stored ids lazily, so parents taken
+        # from the store would send our own vertex to the orphan buffer.
+        await self._perform_admission(self.admission.mark_known(parents))
         actions = self.admission.on_vertex(self.node.peer_id, vertex, time.time())
         await self._perform_admission(actions)
         if not self.admission.is_known(vertex.id):

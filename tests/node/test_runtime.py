@@ -144,6 +144,19 @@ async def test_undecided_vertex_reloaded_after_restart(tmp_path):
         assert await second.wait_decided(vertex_id, 30) == "accepted"
 
 
+async def test_first_vertex_after_restart_admitted_at_once(tmp_path):
+    # After a restart admission knows no stored id, while new vertices name
+    # stored accepted vertices as parents.
+    async with _mesh(tmp_path, 2, names=["a", "b"]) as (first, _second):
+        before = await first.issue_vertex("note", {"n": 1})
+        assert await first.wait_decided(before, 30) == "accepted"
+
+    async with _mesh(tmp_path, 2, names=["a", "b"]) as (first, _second):
+        after = await first.issue_vertex("note", {"n": 2})
+        assert before in first.store.get(after).parents
+        assert await first.wait_decided(after, 30) == "accepted"
+
+
 async def test_status_reports_peers_topics_counts_and_services(tmp_path):
     async with _mesh(tmp_path, 2) as (first, second):
         vertex_id = await first.issue_vertex("note", {"n": 4})
