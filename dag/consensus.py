@@ -711,10 +711,10 @@ class Avalanche:
                 closures.append((mask, weight))
                 touched |= mask
         if not (touched & universe) and not self._asks_processing(poll.batch):
-            # Everything the poll asked about was decided while it was in
-            # flight. Its votes say nothing about what is still processing,
-            # so it is dropped as if it had been lost: it neither resets
-            # confidence nor counts as a failure that leads to backoff.
+            # Every vertex the poll requested was decided while it was in
+            # flight. Its votes carry no information about what is still
+            # processing, so it is dropped as if it had been lost. It neither
+            # resets confidence nor counts as a failure that leads to backoff.
             self._counters["polls_stale"] += 1
             return
         self._poll_no += 1

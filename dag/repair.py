@@ -229,7 +229,7 @@ _Decision = tuple[int, bytes, int, tuple[bytes, ...]]
 def _copy_rows(old: sqlite3.Connection, new: Store) -> tuple[int, int, list[_Decision]]:
     """Copy intact rows; return kept and dropped counts and the old decisions.
 
-    The genesis vertex counts as kept: the new store always holds it.
+    The genesis vertex counts as kept because the new store always contains it.
     """
     kept = 1
     dropped = 0

@@ -315,7 +315,8 @@ class DagSync:
         data = reply.get("key")
         if data is None:
             # An honest peer may have forwarded a vertex without holding its
-            # author's key; admission asks the next peer that names it.
+            # author's key, so admission requests it from the next peer that
+            # names the vertex.
             log.info("key not held by peer peer_id=%s key_id=%s", peer, key_id.hex())
             return
         if not isinstance(data, bytes):

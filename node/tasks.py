@@ -721,7 +721,7 @@ class TaskCore:
             return self._after_round_rejected(task, round_)
         if round_ in task.accepted:
             # Consensus accepts one claim per conflict set; a second one would
-            # be a consensus bug, and the first decision stands.
+            # be a consensus bug, so the first decision is kept.
             return []
         task.accepted[round_] = author
         task.accepted_at[round_] = now

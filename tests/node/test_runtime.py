@@ -145,8 +145,8 @@ async def test_undecided_vertex_reloaded_after_restart(tmp_path):
 
 
 async def test_first_vertex_after_restart_admitted_at_once(tmp_path):
-    # After a restart admission knows no stored id, while new vertices name
-    # stored accepted vertices as parents.
+    # After a restart admission has no stored id in memory, but new vertices
+    # name stored accepted vertices as parents.
     async with _mesh(tmp_path, 2, names=["a", "b"]) as (first, _second):
         before = await first.issue_vertex("note", {"n": 1})
         assert await first.wait_decided(before, 30) == "accepted"
