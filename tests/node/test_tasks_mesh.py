@@ -166,7 +166,10 @@ def test_three_providers_race_served_once(tmp_path, mesh_of):
         results = {k: v for k, v in counts.items() if k[0] == "task.result"}
         assert sum(results.values()) == 1, counts
         assert ("task.result", "rejected") not in results
-    assert sum(s["claims_issued"] for s in stats) >= 3 * len(replies)
+    # A task names the providers the requester's DHT lookup has found so far,
+    # and the two fetched copies may not be advertised yet, so at least two
+    # providers claim each task (checked per task above).
+    assert sum(s["claims_issued"] for s in stats) >= 2 * len(replies)
     assert sum(s["claims_won"] for s in stats) == len(replies)
     assert sum(s["results_issued"] for s in stats) == len(replies)
 
